@@ -1,0 +1,15 @@
+// Subcommands of the `llmesh` binary. Each registers its options on the app and returns the
+// function that runs it.
+#pragma once
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace llmesh::cli {
+
+using Runner = std::function<int()>;
+Runner add_inspect(CLI::App& app);
+Runner add_run(CLI::App& app);
+Runner add_bench(CLI::App& app);
+
+}  // namespace llmesh::cli
