@@ -9,5 +9,5 @@ inline std::string shared_dir() {
   return LLMESH_SHARED_DIR;
 }
 inline std::string model_path(const std::string& name) { return shared_dir() + "/models/" + name; }
-inline std::string llmesh_binary() { return LLMESH_BINARY; }
+inline std::string llmesh_binary() { return std::string(LLMESH_BINARY_DIR) + "/llmesh"; }
 }  // namespace llmesh::test

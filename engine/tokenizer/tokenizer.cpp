@@ -1,0 +1,2 @@
+// placeholder until the tokenizer lands
+#include "tokenizer/tokenizer.h"
