@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <unordered_set>
@@ -15,8 +17,20 @@
 namespace llmesh {
 namespace {
 
-constexpr uint64_t kMaxStringBytes = 1ull << 30;  // no legitimate key or value is a GiB
-constexpr int kMaxArrayDepth = 4;
+using namespace gguf_limits;
+
+// A key or name as it appears in an error message: at most 80 bytes, control and non-ASCII
+// bytes escaped, so a hostile file cannot flood or garble the terminal.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 80; ++i) {
+    auto ch = static_cast<unsigned char>(s[i]);
+    if (ch >= 0x20 && ch < 0x7f && ch != '\\') out += static_cast<char>(ch);
+    else out += fmt::format("\\x{:02x}", ch);
+  }
+  if (s.size() > 80) out += fmt::format("...({} bytes)", s.size());
+  return out;
+}
 
 // Bounds-checked little-endian cursor over the file.
 class Cursor {
@@ -25,29 +39,30 @@ class Cursor {
   uint64_t pos() const { return pos_; }
   uint64_t left() const { return size_ - pos_; }
   const uint8_t* here() const { return p_ + pos_; }
-  void need(uint64_t n, const char* what) {
+  void need(uint64_t n, std::string_view what) {
     if (n > left())
-      f_.fail(fmt::format("truncated: {} needs {} bytes at offset {} but the file has {} left", what,
-                          n, pos_, left()));
+      f_.fail(fmt::format("truncated: {} needs {} bytes at offset {} but the file has {} left",
+                          printable(what), n, pos_, left()));
   }
   template <typename T>
-  T read(const char* what) {
+  T read(std::string_view what) {
     need(sizeof(T), what);
     T v;
     std::memcpy(&v, p_ + pos_, sizeof(T));
     pos_ += sizeof(T);
     return v;
   }
-  std::string_view str(const char* what) {
+  std::string_view str(std::string_view what, uint64_t max_bytes = kMaxStringBytes) {
     uint64_t n = read<uint64_t>(what);
-    if (n > kMaxStringBytes)
-      f_.fail(fmt::format("{}: string length {} at offset {} is implausible", what, n, pos_ - 8));
+    if (n > max_bytes)
+      f_.fail(fmt::format("{}: string length {} at offset {} exceeds the limit of {} bytes",
+                          printable(what), n, pos_ - 8, max_bytes));
     need(n, what);
     std::string_view s(reinterpret_cast<const char*>(p_ + pos_), n);
     pos_ += n;
     return s;
   }
-  void skip(uint64_t n, const char* what) {
+  void skip(uint64_t n, std::string_view what) {
     need(n, what);
     pos_ += n;
   }
@@ -58,16 +73,6 @@ class Cursor {
   uint64_t size_;
   uint64_t pos_ = 0;
 };
-
-int scalar_size(GgufType t) {
-  switch (t) {
-    case GgufType::UINT8: case GgufType::INT8: case GgufType::BOOL: return 1;
-    case GgufType::UINT16: case GgufType::INT16: return 2;
-    case GgufType::UINT32: case GgufType::INT32: case GgufType::FLOAT32: return 4;
-    case GgufType::UINT64: case GgufType::INT64: case GgufType::FLOAT64: return 8;
-    default: return 0;
-  }
-}
 
 bool valid_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::FLOAT64); }
 
@@ -80,66 +85,100 @@ T load(const uint8_t* p) {
 
 void read_scalar(GgufValue& v, const uint8_t* p) {
   switch (v.type) {
-    case GgufType::UINT8: v.u = load<uint8_t>(p); v.i = static_cast<int64_t>(v.u); break;
+    case GgufType::UINT8: v.u = load<uint8_t>(p); break;
     case GgufType::INT8: v.i = load<int8_t>(p); break;
-    case GgufType::UINT16: v.u = load<uint16_t>(p); v.i = static_cast<int64_t>(v.u); break;
+    case GgufType::UINT16: v.u = load<uint16_t>(p); break;
     case GgufType::INT16: v.i = load<int16_t>(p); break;
-    case GgufType::UINT32: v.u = load<uint32_t>(p); v.i = static_cast<int64_t>(v.u); break;
+    case GgufType::UINT32: v.u = load<uint32_t>(p); break;
     case GgufType::INT32: v.i = load<int32_t>(p); break;
-    case GgufType::UINT64: v.u = load<uint64_t>(p); v.i = static_cast<int64_t>(v.u); break;
+    case GgufType::UINT64: v.u = load<uint64_t>(p); break;
     case GgufType::INT64: v.i = load<int64_t>(p); break;
     case GgufType::FLOAT32: v.f = load<float>(p); break;
     case GgufType::FLOAT64: v.f = load<double>(p); break;
     case GgufType::BOOL: v.u = load<uint8_t>(p); break;
     default: break;
   }
-  if (v.type == GgufType::INT8 || v.type == GgufType::INT16 || v.type == GgufType::INT32 ||
-      v.type == GgufType::INT64)
-    v.u = static_cast<uint64_t>(v.i);
+  switch (v.type) {
+    case GgufType::INT8: case GgufType::INT16: case GgufType::INT32: case GgufType::INT64:
+      v.u = static_cast<uint64_t>(v.i);  // two's complement bits
+      break;
+    case GgufType::UINT8: case GgufType::UINT16: case GgufType::UINT32: case GgufType::UINT64:
+    case GgufType::BOOL:
+      v.i = static_cast<int64_t>(v.u);  // modular for UINT64 > INT64_MAX
+      break;
+    default: break;
+  }
 }
 
-void read_value(const GgufFile& f, Cursor& c, GgufValue& v, const std::string& key, int depth) {
+// Parses one value of type v.type (already read) at the cursor. `nested` counts the inner
+// arrays of the whole file, so arrays of arrays cannot multiply memory without bound.
+void read_value(const GgufFile& f, Cursor& c, GgufValue& v, const std::string& key, int depth,
+                uint64_t& nested) {
   if (v.type == GgufType::STRING) {
-    v.s = c.str(key.c_str());
+    v.s = c.str(key);
     return;
   }
   if (v.type != GgufType::ARRAY) {
-    c.need(scalar_size(v.type), key.c_str());
+    int n = gguf_scalar_size(v.type);
+    c.need(n, key);
     read_scalar(v, c.here());
-    c.skip(scalar_size(v.type), key.c_str());
+    c.skip(n, key);
     return;
   }
-  if (depth >= kMaxArrayDepth) f.fail(fmt::format("key '{}': arrays nested too deeply", key));
-  uint32_t et = c.read<uint32_t>(key.c_str());
-  if (!valid_type(et)) f.fail(fmt::format("key '{}': invalid array element type {}", key, et));
+  if (depth >= kMaxArrayDepth)
+    f.fail(fmt::format("key '{}': arrays nested more than {} deep", printable(key),
+                       kMaxArrayDepth));
+  uint32_t et = c.read<uint32_t>(key);
+  if (!valid_type(et))
+    f.fail(fmt::format("key '{}': invalid array element type {}", printable(key), et));
   v.elem = static_cast<GgufType>(et);
-  v.count = c.read<uint64_t>(key.c_str());
+  v.count = c.read<uint64_t>(key);
+  // Containers grow as elements are actually parsed (never reserved from the count alone
+  // beyond a small amount), so memory stays proportional to the bytes consumed.
+  constexpr uint64_t kReserveCap = 1 << 16;
   if (v.elem == GgufType::STRING) {
-    // Every string needs at least its 8-byte length: bound the count before reserving.
+    // Every string needs at least its 8-byte length.
     if (v.count > c.left() / 8)
       f.fail(fmt::format("key '{}': string array of {} elements cannot fit in the {} bytes left",
-                         key, v.count, c.left()));
-    v.strings.reserve(v.count);
-    for (uint64_t k = 0; k < v.count; ++k) v.strings.push_back(c.str(key.c_str()));
+                         printable(key), v.count, c.left()));
+    v.strings.reserve(std::min(v.count, kReserveCap));
+    for (uint64_t k = 0; k < v.count; ++k) v.strings.push_back(c.str(key));
   } else if (v.elem == GgufType::ARRAY) {
+    // Every inner array needs at least its element type and count.
     if (v.count > c.left() / 12)
-      f.fail(fmt::format("key '{}': nested array of {} elements cannot fit", key, v.count));
-    v.items.resize(v.count);
-    for (auto& item : v.items) {
+      f.fail(fmt::format("key '{}': array of {} arrays cannot fit in the {} bytes left",
+                         printable(key), v.count, c.left()));
+    if (v.count > kMaxNestedArrays - nested)
+      f.fail(fmt::format("key '{}': more than {} nested arrays in the file", printable(key),
+                         kMaxNestedArrays));
+    nested += v.count;
+    v.items.reserve(std::min(v.count, kReserveCap));
+    for (uint64_t k = 0; k < v.count; ++k) {
+      GgufValue& item = v.items.emplace_back();
       item.type = GgufType::ARRAY;
-      read_value(f, c, item, key, depth + 1);
+      read_value(f, c, item, key, depth + 1, nested);
     }
   } else {
-    uint64_t es = scalar_size(v.elem);
+    uint64_t es = static_cast<uint64_t>(gguf_scalar_size(v.elem));
     if (v.count > c.left() / es)
-      f.fail(fmt::format("key '{}': array of {} {} elements extends past the end of the file", key,
-                         v.count, gguf_type_name(v.elem)));
+      f.fail(fmt::format("key '{}': array of {} {} elements extends past the end of the file",
+                         printable(key), v.count, gguf_type_name(v.elem)));
     v.raw = c.here();
-    c.skip(v.count * es, key.c_str());
+    c.skip(v.count * es, key);
   }
 }
 
 }  // namespace
+
+int gguf_scalar_size(GgufType t) {
+  switch (t) {
+    case GgufType::UINT8: case GgufType::INT8: case GgufType::BOOL: return 1;
+    case GgufType::UINT16: case GgufType::INT16: return 2;
+    case GgufType::UINT32: case GgufType::INT32: case GgufType::FLOAT32: return 4;
+    case GgufType::UINT64: case GgufType::INT64: case GgufType::FLOAT64: return 8;
+    default: return 0;
+  }
+}
 
 const char* gguf_type_name(GgufType t) {
   static const char* names[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
@@ -157,23 +196,39 @@ bool GgufValue::is_integer() const {
   }
 }
 
-double GgufValue::array_number(uint64_t k) const {
-  if (type != GgufType::ARRAY || k >= count || !raw) throw GgufError("array index out of range");
+GgufValue GgufValue::array_scalar(uint64_t k) const {
+  if (type != GgufType::ARRAY || !raw || gguf_scalar_size(elem) == 0)
+    throw GgufError("not a numeric array");
+  if (k >= count) throw GgufError(fmt::format("array index {} out of range ({} elements)", k, count));
   GgufValue v;
   v.type = elem;
-  read_scalar(v, raw + k * scalar_size(elem));
+  read_scalar(v, raw + k * static_cast<uint64_t>(gguf_scalar_size(elem)));
+  return v;
+}
+
+double GgufValue::array_number(uint64_t k) const {
+  GgufValue v = array_scalar(k);
   if (v.is_float()) return v.f;
-  if (elem == GgufType::UINT64) return static_cast<double>(v.u);
+  if (elem == GgufType::UINT64 || elem == GgufType::BOOL) return static_cast<double>(v.u);
   return static_cast<double>(v.i);
 }
 
 int64_t GgufValue::array_int(uint64_t k) const {
-  if (type != GgufType::ARRAY || k >= count || !raw) throw GgufError("array index out of range");
-  GgufValue v;
-  v.type = elem;
-  read_scalar(v, raw + k * scalar_size(elem));
-  if (v.is_float()) return static_cast<int64_t>(v.f);
-  return v.i;
+  GgufValue v = array_scalar(k);
+  if (!v.is_float()) return v.i;
+  // Float to integer is undefined behaviour out of range: saturate instead.
+  if (std::isnan(v.f)) return 0;
+  if (v.f >= 9223372036854775807.0) return std::numeric_limits<int64_t>::max();
+  if (v.f <= -9223372036854775808.0) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(v.f);
+}
+
+uint64_t GgufValue::array_uint(uint64_t k) const {
+  GgufValue v = array_scalar(k);
+  if (!v.is_float()) return v.u;
+  if (std::isnan(v.f) || v.f <= 0) return 0;
+  if (v.f >= 18446744073709551615.0) return std::numeric_limits<uint64_t>::max();
+  return static_cast<uint64_t>(v.f);
 }
 
 std::string GgufTensor::shape_string() const {
@@ -233,70 +288,86 @@ void GgufFile::parse_all() {
   if (version_ != 2 && version_ != 3) fail(fmt::format("unsupported GGUF version {}", version_));
   uint64_t n_tensors = c.read<uint64_t>("tensor count");
   uint64_t n_kv = c.read<uint64_t>("metadata count");
-  // A key-value needs >= 8 (key length) + 4 (type) + 1 bytes; a tensor info >= 8 + 4 + 8 + 4 + 8.
-  if (n_kv > c.left() / 13) fail(fmt::format("metadata count {} is impossible for the file size", n_kv));
-  if (n_tensors > c.left() / 32)
+  if (n_kv > kMaxMetadataCount)
+    fail(fmt::format("metadata count {} exceeds the limit of {}", n_kv, kMaxMetadataCount));
+  if (n_tensors > kMaxTensorCount)
+    fail(fmt::format("tensor count {} exceeds the limit of {}", n_tensors, kMaxTensorCount));
+  // A key-value needs >= 8 (key length) + 1 (key) + 4 (type) + 1 bytes; a tensor info
+  // >= 8 (name length) + 1 (name) + 4 (dims) + 8 (one dim) + 4 (type) + 8 (offset).
+  if (n_kv > c.left() / 14) fail(fmt::format("metadata count {} is impossible for the file size", n_kv));
+  if (n_tensors > (c.left() - n_kv * 14) / 33)
     fail(fmt::format("tensor count {} is impossible for the file size", n_tensors));
 
   kv_.reserve(n_kv);
+  uint64_t nested = 0;
   for (uint64_t k = 0; k < n_kv; ++k) {
-    std::string key(c.str("metadata key"));
+    std::string key(c.str("metadata key", kMaxKeyBytes));
     if (key.empty()) fail(fmt::format("metadata entry {} has an empty key", k));
-    uint32_t t = c.read<uint32_t>(key.c_str());
-    if (!valid_type(t)) fail(fmt::format("key '{}': invalid value type {}", key, t));
+    uint32_t t = c.read<uint32_t>(key);
+    if (!valid_type(t)) fail(fmt::format("key '{}': invalid value type {}", printable(key), t));
     GgufValue v;
     v.type = static_cast<GgufType>(t);
-    read_value(*this, c, v, key, 0);
+    read_value(*this, c, v, key, 0, nested);
     kv_.emplace_back(std::move(key), std::move(v));
   }
   for (size_t k = 0; k < kv_.size(); ++k) {
     if (!kv_index_.emplace(kv_[k].first, k).second)
-      fail(fmt::format("duplicate metadata key '{}'", kv_[k].first));
+      fail(fmt::format("duplicate metadata key '{}'", printable(kv_[k].first)));
   }
   if (const GgufValue* a = find("general.alignment")) {
-    if (!a->is_integer() || a->u == 0 || (a->u & (a->u - 1)) != 0 || a->u > (1u << 20))
-      fail("general.alignment must be a power of two integer no larger than 1 MiB");
+    if (!a->is_integer() || a->u == 0 || (a->u & (a->u - 1)) != 0 || a->u > kMaxAlignment)
+      fail(fmt::format("general.alignment must be a power of two integer no larger than {} "
+                       "(got {} {})",
+                       kMaxAlignment, gguf_type_name(a->type),
+                       a->is_integer() ? std::to_string(a->i) : std::string("value")));
     alignment_ = a->u;
   }
 
   tensors_.reserve(n_tensors);
   for (uint64_t k = 0; k < n_tensors; ++k) {
     GgufTensor t;
-    t.name = std::string(c.str("tensor name"));
+    t.name = std::string(c.str("tensor name", kMaxTensorNameBytes));
     if (t.name.empty()) fail(fmt::format("tensor {} has an empty name", k));
+    const std::string pname = printable(t.name);
     t.n_dims = c.read<uint32_t>("tensor dims");
     if (t.n_dims == 0 || t.n_dims > 4)
-      fail(fmt::format("tensor '{}': {} dimensions (must be 1..4)", t.name, t.n_dims));
+      fail(fmt::format("tensor '{}': {} dimensions (must be 1..4)", pname, t.n_dims));
+    // Element count without overflow: each dim <= 2^40, and the running product is checked
+    // against 2^62 after every factor, so it never exceeds 2^102 (fits in 128 bits).
+    unsigned __int128 elems = 1;
     for (uint32_t d = 0; d < t.n_dims; ++d) {
       uint64_t n = c.read<uint64_t>("tensor shape");
-      if (n == 0 || n > (1ull << 40))
-        fail(fmt::format("tensor '{}': dimension {} has invalid size {}", t.name, d, n));
+      if (n == 0 || n > kMaxDim)
+        fail(fmt::format("tensor '{}': dimension {} has invalid size {} (must be 1..2^40)", pname,
+                         d, n));
       t.ne[d] = static_cast<int64_t>(n);
+      elems *= n;
+      if (elems > kMaxElements)
+        fail(fmt::format("tensor '{}': shape {} has more than 2^62 elements", pname,
+                         t.shape_string()));
     }
     uint32_t type = c.read<uint32_t>("tensor type");
     const DTypeTraits& tr = dtype_traits(type);
-    if (!tr.name) fail(fmt::format("tensor '{}': unknown tensor type id {}", t.name, type));
+    if (!tr.name) fail(fmt::format("tensor '{}': unknown tensor type id {}", pname, type));
     t.type = static_cast<DType>(type);
     t.offset = c.read<uint64_t>("tensor offset");
-    // Element count without overflow: each dim <= 2^40, and the product must stay < 2^62.
-    unsigned __int128 elems = 1;
-    for (uint32_t d = 0; d < 4; ++d) elems *= static_cast<uint64_t>(t.ne[d]);
-    if (elems > (static_cast<unsigned __int128>(1) << 62))
-      fail(fmt::format("tensor '{}': shape {} has too many elements", t.name, t.shape_string()));
     if (t.ne[0] % tr.block_elems != 0)
       fail(fmt::format("tensor '{}': row length {} is not a multiple of the {} block size {}",
-                       t.name, t.ne[0], tr.name, tr.block_elems));
-    unsigned __int128 bytes = elems / tr.block_elems * tr.block_bytes;
-    if (bytes > size_) fail(fmt::format("tensor '{}': {} bytes is larger than the file", t.name,
-                                        static_cast<uint64_t>(bytes)));
+                       pname, t.ne[0], tr.name, tr.block_elems));
+    unsigned __int128 bytes = elems / static_cast<uint64_t>(tr.block_elems) *
+                              static_cast<uint64_t>(tr.block_bytes);
+    if (bytes > size_)
+      fail(fmt::format("tensor '{}': {} {} needs {:.0f} bytes, more than the whole file ({})",
+                       pname, t.shape_string(), tr.name, static_cast<double>(bytes), size_));
     t.nbytes = static_cast<uint64_t>(bytes);
     if (t.offset % alignment_ != 0)
-      fail(fmt::format("tensor '{}': offset {} is not aligned to {}", t.name, t.offset, alignment_));
+      fail(fmt::format("tensor '{}': offset {} is not a multiple of the alignment {}", pname,
+                       t.offset, alignment_));
     tensors_.push_back(std::move(t));
   }
   for (size_t k = 0; k < tensors_.size(); ++k) {
     if (!tensor_index_.emplace(tensors_[k].name, k).second)
-      fail(fmt::format("duplicate tensor name '{}'", tensors_[k].name));
+      fail(fmt::format("duplicate tensor name '{}'", printable(tensors_[k].name)));
   }
 
   uint64_t pos = c.pos();
@@ -307,10 +378,26 @@ void GgufFile::parse_all() {
   for (auto& t : tensors_) {
     uint64_t room = size_ - data_offset_;
     if (t.offset > room || t.nbytes > room - t.offset)
-      fail(fmt::format("tensor '{}': data [{}, {}) extends past the end of the file (data section "
-                       "is {} bytes)",
-                       t.name, t.offset, t.offset + t.nbytes, room));
+      fail(fmt::format("tensor '{}': data at offset {} ({} bytes) extends past the end of the file "
+                       "(data section is {} bytes)",
+                       printable(t.name), t.offset, t.nbytes, room));
     t.data = base_ + data_offset_ + t.offset;
+  }
+  // No two tensors may share bytes: a writer bug or a crafted file aliasing one tensor's
+  // weights onto another's.
+  std::vector<const GgufTensor*> by_offset;
+  by_offset.reserve(tensors_.size());
+  for (const auto& t : tensors_) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(), [](const GgufTensor* a, const GgufTensor* b) {
+    return a->offset < b->offset;
+  });
+  for (size_t k = 1; k < by_offset.size(); ++k) {
+    const GgufTensor& a = *by_offset[k - 1];
+    const GgufTensor& b = *by_offset[k];
+    if (b.offset < a.offset + a.nbytes)
+      fail(fmt::format("tensor '{}' data [{}, {}) overlaps tensor '{}' data [{}, {})",
+                       printable(b.name), b.offset, b.offset + b.nbytes, printable(a.name),
+                       a.offset, a.offset + a.nbytes));
   }
 }
 

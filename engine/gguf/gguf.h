@@ -24,6 +24,23 @@ enum class GgufType : uint32_t {
   STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
 };
 const char* gguf_type_name(GgufType t);
+// Size in bytes of a scalar value type; 0 for STRING, ARRAY and invalid ids.
+int gguf_scalar_size(GgufType t);
+
+// Limits the reader enforces (and the writer respects); see docs/gguf.md.
+namespace gguf_limits {
+inline constexpr uint64_t kMaxKeyBytes = 65535;          // metadata key length
+inline constexpr uint64_t kMaxTensorNameBytes = 65535;   // tensor name length
+inline constexpr uint64_t kMaxStringBytes = 1ull << 30;  // any other string
+inline constexpr uint64_t kMaxMetadataCount = 1ull << 20;
+inline constexpr uint64_t kMaxTensorCount = 1ull << 20;
+inline constexpr int kMaxArrayDepth = 4;                  // arrays of arrays of ...
+inline constexpr uint64_t kMaxNestedArrays = 1ull << 20;  // inner arrays in the whole file
+inline constexpr uint64_t kMaxDim = 1ull << 40;           // one tensor dimension
+inline constexpr uint64_t kMaxElements = 1ull << 62;      // elements of one tensor
+inline constexpr uint64_t kMaxAlignment = 1ull << 20;
+inline constexpr uint64_t kDefaultAlignment = 32;
+}  // namespace gguf_limits
 
 // One metadata value. Scalars are widened (integers to int64/uint64, floats to double);
 // strings and string arrays point into the mapped file; numeric arrays are decoded on access.
@@ -42,9 +59,14 @@ struct GgufValue {
 
   bool is_integer() const;
   bool is_float() const { return type == GgufType::FLOAT32 || type == GgufType::FLOAT64; }
-  // Numeric element k of a numeric array, widened.
+  // Numeric element k of a numeric array, widened. Throw GgufError when k is out of range or
+  // the array is not numeric. array_int saturates floats (NaN gives 0); array_uint gives the
+  // two's-complement bits of negative integers.
   double array_number(uint64_t k) const;
   int64_t array_int(uint64_t k) const;
+  uint64_t array_uint(uint64_t k) const;
+  // Element k of a numeric array as a scalar GgufValue of type `elem`.
+  GgufValue array_scalar(uint64_t k) const;
 };
 
 struct GgufTensor {
