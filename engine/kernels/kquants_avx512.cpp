@@ -1,0 +1,247 @@
+// K-quant kernels, AVX-512 (F, BW, VL, VNNI): the five dot products and register-blocked
+// tiles for Q4_K and Q6_K. Weights are unpacked 64 at a time into unsigned bytes in element
+// order, multiplied with the signed Q8_K bytes by vpmaddubsw (int16 pairs), and weighted by
+// the sub-block scales with the VNNI vpdpwssd (int16 pairs -> int32, accumulating).
+// The scale of each int16 lane comes from vpermw with a constant index per 64-element chunk.
+// GCC 12 flags its own self-initialized _mm*_undefined_* temporaries (inside inserti64x4,
+// extract and reduce) as uninitialized; they are placeholders the instructions overwrite.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "kernels/kquant_blocks.h"
+
+namespace llmesh::kernels::kq {
+namespace {
+
+inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+inline float hsum(__m128 s) {
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
+
+// vpermw indices. For 16-element sub-blocks (Q2_K, Q3_K, Q6_K), chunk k (0..3) of 64 elements:
+// int16 lane i (covering elements 2i, 2i+1) takes scale 4k + i/8. For 32-element sub-blocks
+// (Q4_K, Q5_K): lane i takes scale 2k + i/16.
+struct PermTable {
+  alignas(64) uint16_t s16[4][32];
+  alignas(64) uint16_t s32[4][32];
+};
+constexpr PermTable make_perm() {
+  PermTable t{};
+  for (int k = 0; k < 4; ++k)
+    for (int i = 0; i < 32; ++i) {
+      t.s16[k][i] = static_cast<uint16_t>(4 * k + i / 8);
+      t.s32[k][i] = static_cast<uint16_t>(2 * k + i / 16);
+    }
+  return t;
+}
+constexpr PermTable kPerm = make_perm();
+
+inline __m512i perm16(int k) { return _mm512_load_si512(kPerm.s16[k]); }
+inline __m512i perm32(int k) { return _mm512_load_si512(kPerm.s32[k]); }
+
+inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+// [lo, hi] as one 512-bit vector
+inline __m512i join(__m256i lo, __m256i hi) {
+  return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+}
+// 16 int8 scales widened to int16 lanes 0..15 of a 512-bit vector (upper lanes unused).
+inline __m512i scales16(__m128i s8) { return _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(s8)); }
+inline __m512i scales16u(__m128i s8) { return _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(s8)); }
+
+// ---------------------------------------------------------------- Q2_K
+float dot_q2_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ2K*>(w);
+  const auto* y = static_cast<const BlockQ8K*>(a);
+  const __m512i m3 = _mm512_set1_epi8(3);
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  __m512 acc = _mm512_setzero_ps();
+  __m256 accm = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i, ++x, ++y) {
+    const float d = y->d * fp16(x->d), dmin = y->d * fp16(x->dmin);
+    const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x->scales));
+    const __m512i sc = scales16u(_mm_and_si128(sm, m4));
+    const __m128i mn = _mm_and_si128(_mm_srli_epi16(sm, 4), m4);
+    const __m256i msum = _mm256_madd_epi16(load256(y->bsums), _mm256_cvtepu8_epi16(mn));
+    accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(msum), accm);
+    __m512i sumi = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i qs = load256(x->qs + 32 * h);
+      const __m512i q2 = join(qs, _mm256_srli_epi16(qs, 2));  // fields 0 | 1, then >> 4: 2 | 3
+      const __m512i q01 = _mm512_and_si512(q2, m3);
+      const __m512i q23 = _mm512_and_si512(_mm512_srli_epi16(q2, 4), m3);
+      const __m512i p01 = _mm512_maddubs_epi16(q01, load512(y->qs + 128 * h));
+      const __m512i p23 = _mm512_maddubs_epi16(q23, load512(y->qs + 128 * h + 64));
+      sumi = _mm512_dpwssd_epi32(sumi, p01, _mm512_permutexvar_epi16(perm16(2 * h), sc));
+      sumi = _mm512_dpwssd_epi32(sumi, p23, _mm512_permutexvar_epi16(perm16(2 * h + 1), sc));
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc) - hsum(_mm_add_ps(_mm256_castps256_ps128(accm), _mm256_extractf128_ps(accm, 1)));
+}
+
+// ---------------------------------------------------------------- Q3_K
+inline __m128i q3k_scales(const uint8_t* q) {
+  uint32_t w[3];
+  std::memcpy(w, q, 12);
+  const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+  const uint32_t s0 = (w[0] & m4) | ((w[2] & m2) << 4);
+  const uint32_t s1 = (w[1] & m4) | (((w[2] >> 2) & m2) << 4);
+  const uint32_t s2 = ((w[0] >> 4) & m4) | (((w[2] >> 4) & m2) << 4);
+  const uint32_t s3 = ((w[1] >> 4) & m4) | (((w[2] >> 6) & m2) << 4);
+  return _mm_sub_epi8(_mm_setr_epi32(static_cast<int>(s0), static_cast<int>(s1), static_cast<int>(s2),
+                                     static_cast<int>(s3)),
+                      _mm_set1_epi8(32));
+}
+
+float dot_q3_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ3K*>(w);
+  const auto* y = static_cast<const BlockQ8K*>(a);
+  const __m512i m3 = _mm512_set1_epi8(3);
+  const __m512i m1 = _mm512_set1_epi8(1);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i, ++x, ++y) {
+    const float d = y->d * fp16(x->d);
+    const __m128i sc8 = q3k_scales(x->scales);
+    const __m512i sc = scales16(sc8);
+    // codes are u - 4, u = low2 | high << 2: subtract 4 * sum_s sc[s] * bsum[s]
+    const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(load256(y->bsums), _mm256_cvtepi8_epi16(sc8)), 2);
+    __m512i sumi = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(corr));
+    const __m256i hm = load256(x->hmask);
+    const __m512i hm2 = join(hm, _mm256_srli_epi16(hm, 1));  // bit b | bit b+1
+    for (int h = 0; h < 2; ++h) {
+      const __m256i qs = load256(x->qs + 32 * h);
+      const __m512i q2 = join(qs, _mm256_srli_epi16(qs, 2));
+      const __m512i hb = _mm512_srli_epi16(hm2, 4 * h);
+      const __m512i q01 = _mm512_or_si512(_mm512_and_si512(q2, m3),
+                                          _mm512_slli_epi16(_mm512_and_si512(hb, m1), 2));
+      const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q2, 4), m3),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 2), m1), 2));
+      const __m512i p01 = _mm512_maddubs_epi16(q01, load512(y->qs + 128 * h));
+      const __m512i p23 = _mm512_maddubs_epi16(q23, load512(y->qs + 128 * h + 64));
+      sumi = _mm512_dpwssd_epi32(sumi, p01, _mm512_permutexvar_epi16(perm16(2 * h), sc));
+      sumi = _mm512_dpwssd_epi32(sumi, p23, _mm512_permutexvar_epi16(perm16(2 * h + 1), sc));
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc);
+}
+
+// ---------------------------------------------------------------- Q4_K / Q5_K
+// Unpacks the scales of one block: int16 scales in lanes 0..7 of the returned vector; the
+// min term (mins . pair sums of bsums) is returned in `msum` (4 int32 lanes).
+template <typename Block>
+inline __m512i q45_scales(const Block* x, const BlockQ8K* y, __m128i& msum) {
+  uint32_t u[4];
+  unpack_scale_min_k4_words(x->scales, u);
+  const __m256i sm = _mm256_cvtepu8_epi16(_mm_setr_epi32(static_cast<int>(u[0]), static_cast<int>(u[1]),
+                                                         static_cast<int>(u[2]), static_cast<int>(u[3])));
+  const __m256i bs = load256(y->bsums);
+  const __m128i bs8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+  msum = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), bs8);
+  return _mm512_zextsi256_si512(sm);  // lanes 8.. hold the mins; the indices never reach them
+}
+
+// 64 weights of chunk c (sub-blocks 2c, 2c+1) as unsigned bytes in element order.
+inline __m512i q4_chunk(const uint8_t* qs) {
+  const __m256i q = load256(qs);
+  return _mm512_and_si512(join(q, _mm256_srli_epi16(q, 4)), _mm512_set1_epi8(0x0f));
+}
+
+template <bool kFive, typename Block>
+float dot_q45(int64_t n, const Block* x, const BlockQ8K* y) {
+  const __m512i m1 = _mm512_set1_epi8(1);
+  __m512 acc = _mm512_setzero_ps();
+  __m128 accm = _mm_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i, ++x, ++y) {
+    const float d = y->d * fp16(x->d), dmin = y->d * fp16(x->dmin);
+    __m128i msum;
+    const __m512i sc = q45_scales(x, y, msum);
+    accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(msum), accm);
+    __m512i hbits;
+    if constexpr (kFive) {
+      const __m256i qh = load256(x->qh);
+      hbits = join(qh, _mm256_srli_epi16(qh, 1));  // bit 2c | bit 2c+1 after >> 2c
+    }
+    __m512i sumi = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      __m512i q = q4_chunk(x->qs + 32 * c);
+      if constexpr (kFive) {
+        q = _mm512_or_si512(q, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hbits, 2 * c), m1), 4));
+      }
+      const __m512i p = _mm512_maddubs_epi16(q, load512(y->qs + 64 * c));
+      sumi = _mm512_dpwssd_epi32(sumi, p, _mm512_permutexvar_epi16(perm32(c), sc));
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc) - hsum(accm);
+}
+
+float dot_q4_k(int64_t n, const void* w, const void* a) {
+  return dot_q45<false>(n, static_cast<const BlockQ4K*>(w), static_cast<const BlockQ8K*>(a));
+}
+float dot_q5_k(int64_t n, const void* w, const void* a) {
+  return dot_q45<true>(n, static_cast<const BlockQ5K*>(w), static_cast<const BlockQ8K*>(a));
+}
+
+// ---------------------------------------------------------------- Q6_K
+// The 128 codes (0..63) of half h as two 64-byte vectors in element order.
+inline void q6_half(const BlockQ6K* x, int h, __m512i& q01, __m512i& q23) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const __m512i m3 = _mm512_set1_epi8(3);
+  const __m512i ql = load512(x->ql + 64 * h);
+  const __m256i qh = load256(x->qh + 32 * h);
+  const __m512i qh2 = join(qh, _mm256_srli_epi16(qh, 2));  // bits 0-1 | bits 2-3, then >> 4
+  q01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(qh2, m3), 4));
+  q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                        _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh2, 4), m3), 4));
+}
+
+// -32 * sum_s sc[s] * bsum[s] as 8 int32 lanes (zero-extended to 512 bits).
+inline __m512i q6_offset(__m128i sc8, const BlockQ8K* y) {
+  const __m256i c = _mm256_slli_epi32(_mm256_madd_epi16(load256(y->bsums), _mm256_cvtepi8_epi16(sc8)), 5);
+  return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(c));
+}
+
+float dot_q6_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ6K*>(w);
+  const auto* y = static_cast<const BlockQ8K*>(a);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i, ++x, ++y) {
+    const float d = y->d * fp16(x->d);
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x->scales));
+    const __m512i sc = scales16(sc8);
+    __m512i sumi = q6_offset(sc8, y);
+    for (int h = 0; h < 2; ++h) {
+      __m512i q01, q23;
+      q6_half(x, h, q01, q23);
+      const __m512i p01 = _mm512_maddubs_epi16(q01, load512(y->qs + 128 * h));
+      const __m512i p23 = _mm512_maddubs_epi16(q23, load512(y->qs + 128 * h + 64));
+      sumi = _mm512_dpwssd_epi32(sumi, p01, _mm512_permutexvar_epi16(perm16(2 * h), sc));
+      sumi = _mm512_dpwssd_epi32(sumi, p23, _mm512_permutexvar_epi16(perm16(2 * h + 1), sc));
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc);
+}
+
+}  // namespace
+
+void register_kquant_avx512(TypeKernels* table) {
+  auto set = [&](DType t, float (*dot)(int64_t, const void*, const void*)) {
+    table[static_cast<uint32_t>(t)].vec_dot = dot;
+  };
+  set(DType::Q2_K, dot_q2_k);
+  set(DType::Q3_K, dot_q3_k);
+  set(DType::Q4_K, dot_q4_k);
+  set(DType::Q5_K, dot_q5_k);
+  set(DType::Q6_K, dot_q6_k);
+}
+
+}  // namespace llmesh::kernels::kq
