@@ -23,6 +23,8 @@ class Tokenizer {
                                       bool parse_special) const = 0;
   // The bytes a token stands for (byte tokens and byte-level BPE decoded; SentencePiece's
   // U+2581 turned into a space). Control tokens give "" unless `special` is true.
+  // decode() concatenates pieces (raw bytes: may end in half a character), dropping the space
+  // SentencePiece adds in front of the text.
   virtual std::string token_to_piece(int32_t id, bool special = false) const = 0;
   std::string decode(const std::vector<int32_t>& ids, bool special = false) const;
 
@@ -34,6 +36,11 @@ class Tokenizer {
   // End of generation: EOS, EOT, <|im_end|>, <|eot_id|> and similar.
   virtual bool is_eog(int32_t id) const = 0;
   virtual bool is_control(int32_t id) const = 0;
+
+ protected:
+  // decode() drops one leading space from the first text it produces (SentencePiece adds one
+  // when encoding). StreamDecoder never drops it: a stream continues a prompt.
+  virtual bool strips_leading_space() const { return false; }
 };
 
 // Streaming detokenization: feed tokens one at a time, get only complete UTF-8 back.
