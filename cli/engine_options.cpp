@@ -1,0 +1,34 @@
+#include "cli/engine_options.h"
+
+#include <chrono>
+#include <stdexcept>
+
+namespace llmesh::cli {
+
+void add_engine_options(CLI::App* sub, EngineOptions& o) {
+  sub->add_option("-m,--model", o.model, "GGUF model file")->required()->check(CLI::ExistingFile);
+  sub->add_option("-t,--threads", o.threads, "Threads (0: all hardware threads)")->capture_default_str();
+  sub->add_option("-c,--ctx", o.ctx, "Context length (0: min(4096, the model's))")->capture_default_str();
+  sub->add_option("-b,--batch", o.batch, "Prompt tokens per forward pass")
+      ->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  sub->add_option("--kv-type", o.kv_type, "KV cache element type")
+      ->check(CLI::IsMember({"f16", "f32"}))->capture_default_str();
+}
+
+LoadedEngine load_engine(const EngineOptions& o, int n_seq) {
+  auto t0 = std::chrono::steady_clock::now();
+  LoadedEngine e;
+  e.model = Model::load(o.model);
+  const ModelConfig& c = e.model->config();
+  KvCacheOptions kv;
+  kv.n_ctx = o.ctx > 0 ? o.ctx : std::min(4096, c.n_ctx_train);
+  kv.n_seq = n_seq;
+  kv.type = o.kv_type == "f32" ? DType::F32 : DType::F16;
+  e.cache = std::make_unique<KvCache>(c, e.model->first_layer(), e.model->last_layer(), kv);
+  e.pool = std::make_unique<ThreadPool>(o.threads);
+  e.forward = std::make_unique<Forward>(*e.model, *e.cache, *e.pool);
+  e.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return e;
+}
+
+}  // namespace llmesh::cli

@@ -1,0 +1,36 @@
+// Options shared by the commands that load a model (run, bench).
+#pragma once
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "kernels/thread_pool.h"
+#include "model/forward.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+
+namespace llmesh::cli {
+
+struct EngineOptions {
+  std::string model;
+  int threads = 0;  // 0: all hardware threads
+  int ctx = 0;      // 0: min(4096, the model's training context)
+  int batch = 512;  // prompt tokens per forward pass
+  std::string kv_type = "f16";
+};
+
+void add_engine_options(CLI::App* sub, EngineOptions& o);
+
+// A loaded model with its cache, thread pool and forward pass.
+struct LoadedEngine {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<KvCache> cache;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<Forward> forward;
+  double load_seconds = 0;
+};
+LoadedEngine load_engine(const EngineOptions& o, int n_seq = 1);
+
+}  // namespace llmesh::cli

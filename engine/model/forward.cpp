@@ -1,0 +1,296 @@
+#include "model/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+
+namespace llmesh {
+namespace {
+
+template <typename T>
+void grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// Rows [r0, r1) of a weight matrix, as their own view (one expert of an expert tensor).
+kernels::MatView slice_rows(const kernels::MatView& m, int64_t r0, int64_t r1) {
+  kernels::MatView s = m;
+  s.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
+  s.rows = r1 - r0;
+  return s;
+}
+
+void add_bias(float* y, const std::vector<float>& b, int T, int n) {
+  if (b.empty()) return;
+  for (int t = 0; t < T; ++t) ops::axpy_f32(y + static_cast<size_t>(t) * n, 1.0f, b.data(), n);
+}
+
+}  // namespace
+
+Forward::Forward(const Model& model, KvCache& cache, ThreadPool& pool)
+    : model_(model), cfg_(model.config()), cache_(cache), pool_(pool) {}
+
+void Forward::validate(const Batch& b) const {
+  const int T = b.n_tokens();
+  if (T == 0) throw std::invalid_argument("empty batch");
+  if (b.seq.size() != static_cast<size_t>(T) || b.output.size() != static_cast<size_t>(T))
+    throw std::invalid_argument("batch arrays have different lengths");
+  if (model_.has_embedding() && b.hidden.empty()) {
+    if (b.tokens.size() != static_cast<size_t>(T)) throw std::invalid_argument("batch needs one token per position");
+    for (int32_t id : b.tokens)
+      if (id < 0 || id >= cfg_.n_vocab)
+        throw std::invalid_argument(fmt::format("token id {} is outside the vocabulary (0..{})", id, cfg_.n_vocab - 1));
+  } else if (b.hidden.size() != static_cast<size_t>(T) * cfg_.n_embd) {
+    throw std::invalid_argument(fmt::format("hidden-state input has {} values, expected {} tokens x {}",
+                                            b.hidden.size(), T, cfg_.n_embd));
+  }
+  // Per sequence: positions consecutive, starting at or before the cached length.
+  std::vector<int> next(cache_.n_seq(), -1);
+  for (int t = 0; t < T; ++t) {
+    int s = b.seq[t], p = b.pos[t];
+    if (s < 0 || s >= cache_.n_seq())
+      throw std::invalid_argument(fmt::format("sequence {} out of range (cache has {})", s, cache_.n_seq()));
+    cache_.check_room(s, p);
+    if (next[s] < 0) {
+      if (p > cache_.length(s))
+        throw std::invalid_argument(fmt::format("sequence {}: position {} leaves a gap after {} cached positions",
+                                                s, p, cache_.length(s)));
+    } else if (p != next[s]) {
+      throw std::invalid_argument(fmt::format("sequence {}: positions must be consecutive ({} after {})",
+                                              s, p, next[s] - 1));
+    }
+    next[s] = p + 1;
+  }
+}
+
+std::span<const float> Forward::run(const Batch& b) {
+  validate(b);
+  const int T = b.n_tokens();
+  const int E = cfg_.n_embd;
+  grow(x_, static_cast<size_t>(T) * E);
+  grow(xb_, static_cast<size_t>(T) * E);
+  grow(q_, static_cast<size_t>(T) * cfg_.q_dim());
+  grow(k_, static_cast<size_t>(T) * cfg_.kv_dim());
+  grow(v_, static_cast<size_t>(T) * cfg_.kv_dim());
+  grow(att_, static_cast<size_t>(T) * cfg_.q_dim());
+  grow(scores_, static_cast<size_t>(pool_.size()) * cache_.n_ctx());
+  const int half = cfg_.rope_dims / 2;
+  grow(rope_cos_, static_cast<size_t>(T) * half);
+  grow(rope_sin_, static_cast<size_t>(T) * half);
+  for (int t = 0; t < T; ++t)
+    ops::rope_angles(&rope_cos_[static_cast<size_t>(t) * half], &rope_sin_[static_cast<size_t>(t) * half],
+                     cfg_.rope_dims, b.pos[t], cfg_.rope_base, cfg_.rope_freq_scale);
+
+  embed(b, T);
+  for (int il = model_.first_layer(); il < model_.last_layer(); ++il) {
+    attention(il, b, T);
+    feed_forward(il, T);
+  }
+  // The batch's positions are now in the cache.
+  // Each sequence now ends at its last position in the batch (later entries were stale).
+  for (int t = 0; t < T; ++t) cache_.set_length(b.seq[t], b.pos[t] + 1);
+
+  if (!model_.has_head()) return {x_.data(), static_cast<size_t>(T) * E};
+  head(b, T);
+  int n_out = static_cast<int>(std::count(b.output.begin(), b.output.end(), 1));
+  return {logits_.data(), static_cast<size_t>(n_out) * cfg_.n_vocab};
+}
+
+// x = embedding rows of the tokens, or the previous stage's hidden states.
+void Forward::embed(const Batch& b, int T) {
+  const int E = cfg_.n_embd;
+  if (!b.hidden.empty()) {
+    std::copy(b.hidden.begin(), b.hidden.end(), x_.begin());
+    return;
+  }
+  const auto& emb = model_.token_embd();
+  for (int t = 0; t < T; ++t)
+    kernels::dequantize_row(emb.type, emb.data + static_cast<size_t>(b.tokens[t]) * emb.row_bytes,
+                            &x_[static_cast<size_t>(t) * E], E);
+}
+
+// x += Wo . attention(rope(Wq xb), rope(Wk xb), Wv xb), with xb = rmsnorm(x).
+void Forward::attention(int il, const Batch& b, int T) {
+  const LayerWeights& w = model_.layer(il);
+  const int E = cfg_.n_embd, hd = cfg_.head_dim, H = cfg_.n_head, KVH = cfg_.n_head_kv;
+  const int qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), half = cfg_.rope_dims / 2;
+  const bool neox = cfg_.rope_style == RopeStyle::NeoX;
+
+  for (int t = 0; t < T; ++t)
+    ops::rmsnorm(&xb_[static_cast<size_t>(t) * E], &x_[static_cast<size_t>(t) * E], w.attn_norm.data(), E,
+                 cfg_.rms_eps);
+  kernels::matmul(w.wq, xb_.data(), E, T, q_.data(), qd, pool_);
+  kernels::matmul(w.wk, xb_.data(), E, T, k_.data(), kvd, pool_);
+  kernels::matmul(w.wv, xb_.data(), E, T, v_.data(), kvd, pool_);
+  add_bias(q_.data(), w.bq, T, qd);
+  add_bias(k_.data(), w.bk, T, kvd);
+  add_bias(v_.data(), w.bv, T, kvd);
+
+  for (int t = 0; t < T; ++t) {
+    float* q = &q_[static_cast<size_t>(t) * qd];
+    float* k = &k_[static_cast<size_t>(t) * kvd];
+    if (!w.q_norm.empty()) {  // per-head RMSNorm (qwen3)
+      for (int h = 0; h < H; ++h) ops::rmsnorm(q + h * hd, q + h * hd, w.q_norm.data(), hd, cfg_.rms_eps);
+      for (int h = 0; h < KVH; ++h) ops::rmsnorm(k + h * hd, k + h * hd, w.k_norm.data(), hd, cfg_.rms_eps);
+    }
+    const float* c = &rope_cos_[static_cast<size_t>(t) * half];
+    const float* s = &rope_sin_[static_cast<size_t>(t) * half];
+    ops::rope(q, H, hd, cfg_.rope_dims, c, s, neox);
+    ops::rope(k, KVH, hd, cfg_.rope_dims, c, s, neox);
+    // Append k and v to the cache.
+    void* kc = cache_.key(il, b.seq[t], b.pos[t]);
+    void* vc = cache_.value(il, b.seq[t], b.pos[t]);
+    const float* v = &v_[static_cast<size_t>(t) * kvd];
+    if (cache_.type() == DType::F16) {
+      kernels::fp32_to_fp16_row(k, static_cast<uint16_t*>(kc), kvd);
+      kernels::fp32_to_fp16_row(v, static_cast<uint16_t*>(vc), kvd);
+    } else {
+      std::copy(k, k + kvd, static_cast<float*>(kc));
+      std::copy(v, v + kvd, static_cast<float*>(vc));
+    }
+  }
+
+  // softmax(q . K^T / sqrt(hd)) . V for every (token, head), causal within each sequence.
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int group = H / KVH;
+  const bool f16 = cache_.type() == DType::F16;
+  const int n_ctx = cache_.n_ctx();
+  pool_.parallel_for(static_cast<int64_t>(T) * H, 1, [&](int64_t begin, int64_t end, int ith) {
+    float* sc = &scores_[static_cast<size_t>(ith) * n_ctx];
+    for (int64_t job = begin; job < end; ++job) {
+      const int t = static_cast<int>(job / H), h = static_cast<int>(job % H);
+      const int kvh = h / group, seq = b.seq[t], n = b.pos[t] + 1;
+      const float* q = &q_[static_cast<size_t>(t) * qd + h * hd];
+      float* out = &att_[static_cast<size_t>(t) * qd + h * hd];
+      const uint8_t* k0 = static_cast<const uint8_t*>(cache_.key(il, seq, 0));
+      const uint8_t* v0 = static_cast<const uint8_t*>(cache_.value(il, seq, 0));
+      const size_t rb = cache_.row_bytes();
+      for (int p = 0; p < n; ++p) {
+        const uint8_t* kr = k0 + p * rb;
+        sc[p] = scale * (f16 ? ops::dot_f16(q, reinterpret_cast<const uint16_t*>(kr) + kvh * hd, hd)
+                             : ops::dot_f32(q, reinterpret_cast<const float*>(kr) + kvh * hd, hd));
+      }
+      ops::softmax(sc, n);
+      std::fill(out, out + hd, 0.0f);
+      for (int p = 0; p < n; ++p) {
+        const uint8_t* vr = v0 + p * rb;
+        if (f16) ops::axpy_f16(out, sc[p], reinterpret_cast<const uint16_t*>(vr) + kvh * hd, hd);
+        else ops::axpy_f32(out, sc[p], reinterpret_cast<const float*>(vr) + kvh * hd, hd);
+      }
+    }
+  });
+
+  // x += Wo . att
+  kernels::matmul(w.wo, att_.data(), qd, T, xb_.data(), E, pool_);
+  for (size_t i = 0; i < static_cast<size_t>(T) * E; ++i) x_[i] += xb_[i];
+}
+
+// x += FFN(rmsnorm(x)): SwiGLU  W_down . (silu(W_gate xb) * W_up xb), or the MoE mixture.
+void Forward::feed_forward(int il, int T) {
+  const LayerWeights& w = model_.layer(il);
+  const int E = cfg_.n_embd;
+  for (int t = 0; t < T; ++t)
+    ops::rmsnorm(&xb_[static_cast<size_t>(t) * E], &x_[static_cast<size_t>(t) * E], w.ffn_norm.data(), E,
+                 cfg_.rms_eps);
+  if (cfg_.is_moe()) {
+    moe(w, T);
+    return;
+  }
+  const int F = cfg_.n_ff;
+  grow(gate_, static_cast<size_t>(T) * F);
+  grow(up_, static_cast<size_t>(T) * F);
+  kernels::matmul(w.w_gate, xb_.data(), E, T, gate_.data(), F, pool_);
+  kernels::matmul(w.w_up, xb_.data(), E, T, up_.data(), F, pool_);
+  ops::swiglu(gate_.data(), gate_.data(), up_.data(), T * F);
+  kernels::matmul(w.w_down, gate_.data(), F, T, xb_.data(), E, pool_);
+  for (size_t i = 0; i < static_cast<size_t>(T) * E; ++i) x_[i] += xb_[i];
+}
+
+// Mixture of experts: the router picks n_expert_used experts per token (softmax, top-k,
+// optionally renormalised); each expert runs on the tokens routed to it.
+void Forward::moe(const LayerWeights& w, int T) {
+  const int E = cfg_.n_embd, NE = cfg_.n_expert, K = cfg_.n_expert_used, F = cfg_.n_ff_expert;
+  grow(router_, static_cast<size_t>(T) * NE);
+  kernels::matmul(w.router, xb_.data(), E, T, router_.data(), NE, pool_);
+
+  // Per expert: (token, weight) pairs.
+  std::vector<std::vector<std::pair<int, float>>> routed(NE);
+  std::vector<int> order(NE);
+  for (int t = 0; t < T; ++t) {
+    float* p = &router_[static_cast<size_t>(t) * NE];
+    ops::softmax(p, NE);
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + K, order.end(),
+                      [&](int a, int b2) { return p[a] > p[b2] || (p[a] == p[b2] && a < b2); });
+    float total = 0;
+    for (int j = 0; j < K; ++j) total += p[order[j]];
+    for (int j = 0; j < K; ++j) {
+      float wgt = cfg_.expert_weights_norm ? p[order[j]] / total : p[order[j]];
+      routed[order[j]].push_back({t, wgt});
+    }
+  }
+
+  grow(moe_out_, static_cast<size_t>(T) * E);
+  std::fill(moe_out_.begin(), moe_out_.begin() + static_cast<size_t>(T) * E, 0.0f);
+  auto run_ffn = [&](const kernels::MatView& g, const kernels::MatView& u, const kernels::MatView& d,
+                     int n, int ff) {
+    // moe_in_ holds n gathered rows; result in moe_down_.
+    grow(moe_gate_, static_cast<size_t>(n) * ff);
+    grow(moe_up_, static_cast<size_t>(n) * ff);
+    grow(moe_down_, static_cast<size_t>(n) * E);
+    kernels::matmul(g, moe_in_.data(), E, n, moe_gate_.data(), ff, pool_);
+    kernels::matmul(u, moe_in_.data(), E, n, moe_up_.data(), ff, pool_);
+    ops::swiglu(moe_gate_.data(), moe_gate_.data(), moe_up_.data(), n * ff);
+    kernels::matmul(d, moe_gate_.data(), ff, n, moe_down_.data(), E, pool_);
+  };
+  for (int e = 0; e < NE; ++e) {
+    const auto& toks = routed[e];
+    if (toks.empty()) continue;
+    const int n = static_cast<int>(toks.size());
+    grow(moe_in_, static_cast<size_t>(n) * E);
+    for (int j = 0; j < n; ++j)
+      std::copy_n(&xb_[static_cast<size_t>(toks[j].first) * E], E, &moe_in_[static_cast<size_t>(j) * E]);
+    run_ffn(slice_rows(w.gate_exps, int64_t{e} * F, int64_t{e + 1} * F),
+            slice_rows(w.up_exps, int64_t{e} * F, int64_t{e + 1} * F),
+            slice_rows(w.down_exps, int64_t{e} * E, int64_t{e + 1} * E), n, F);
+    for (int j = 0; j < n; ++j)
+      ops::axpy_f32(&moe_out_[static_cast<size_t>(toks[j].first) * E], toks[j].second,
+                    &moe_down_[static_cast<size_t>(j) * E], E);
+  }
+  if (w.gate_shexp.data) {  // shared expert, gated by sigmoid(xb . w_gate_inp_shexp)
+    const int FS = static_cast<int>(w.gate_shexp.rows);
+    grow(moe_in_, static_cast<size_t>(T) * E);
+    std::copy_n(xb_.begin(), static_cast<size_t>(T) * E, moe_in_.begin());
+    run_ffn(w.gate_shexp, w.up_shexp, w.down_shexp, T, FS);
+    std::vector<float> gate(T, 1.0f);
+    if (w.shexp_gate.data) {
+      kernels::matmul(w.shexp_gate, xb_.data(), E, T, gate.data(), 1, pool_);
+      for (float& g : gate) g = 1.0f / (1.0f + std::exp(-g));
+    }
+    for (int t = 0; t < T; ++t)
+      ops::axpy_f32(&moe_out_[static_cast<size_t>(t) * E], gate[t], &moe_down_[static_cast<size_t>(t) * E], E);
+  }
+  for (size_t i = 0; i < static_cast<size_t>(T) * E; ++i) x_[i] += moe_out_[i];
+}
+
+// logits = W_out . rmsnorm(x) for the tokens that asked for them.
+void Forward::head(const Batch& b, int T) {
+  const int E = cfg_.n_embd, V = cfg_.n_vocab;
+  int n_out = 0;
+  for (int t = 0; t < T; ++t) {
+    if (!b.output[t]) continue;
+    ops::rmsnorm(&xb_[static_cast<size_t>(n_out) * E], &x_[static_cast<size_t>(t) * E],
+                 model_.output_norm().data(), E, cfg_.rms_eps);
+    ++n_out;
+  }
+  grow(logits_, static_cast<size_t>(n_out) * V);
+  if (n_out > 0) kernels::matmul(model_.output(), xb_.data(), E, n_out, logits_.data(), V, pool_);
+}
+
+}  // namespace llmesh

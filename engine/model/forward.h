@@ -1,0 +1,70 @@
+// The transformer forward pass over a model's layer range [first, last).
+//
+// Input: token ids (when the range starts at layer 0) or hidden states from the previous
+// pipeline stage. Output: logits for the tokens that ask for them (when the range ends with the
+// head) or the hidden states after the range's last layer (to send to the next stage).
+// A batch may mix several sequences (continuous batching) and several positions of one
+// sequence (prefill, speculative verification); each token attends to its own sequence's
+// cache up to its own position.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/thread_pool.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+
+namespace llmesh {
+
+struct Batch {
+  std::vector<int32_t> tokens;  // token ids; empty when `hidden` is the input
+  std::vector<float> hidden;    // hidden states [n_tokens][n_embd] from the previous stage
+  std::vector<int32_t> pos;     // position of each token in its sequence
+  std::vector<int32_t> seq;     // sequence slot of each token
+  std::vector<uint8_t> output;  // 1: return this token's logits (last stage only)
+
+  int n_tokens() const { return static_cast<int>(pos.size()); }
+  void add(int32_t token, int32_t p, int32_t s, bool want_logits) {
+    tokens.push_back(token);
+    pos.push_back(p);
+    seq.push_back(s);
+    output.push_back(want_logits ? 1 : 0);
+  }
+  void clear() { tokens.clear(); hidden.clear(); pos.clear(); seq.clear(); output.clear(); }
+};
+
+class Forward {
+ public:
+  Forward(const Model& model, KvCache& cache, ThreadPool& pool);
+
+  // Runs the batch through the layer range and updates the cache lengths. Returns logits
+  // [n_out][n_vocab] (n_out = tokens with output=1, in batch order) when the model has the
+  // head, else hidden states [n_tokens][n_embd]. The span stays valid until the next run().
+  // Throws (std::invalid_argument, KvCacheFull) on a malformed batch, before touching state.
+  std::span<const float> run(const Batch& batch);
+
+  bool outputs_logits() const { return model_.has_head(); }
+  const Model& model() const { return model_; }
+  KvCache& cache() { return cache_; }
+
+ private:
+  void validate(const Batch& b) const;
+  void embed(const Batch& b, int T);
+  void attention(int il, const Batch& b, int T);
+  void feed_forward(int il, int T);
+  void moe(const LayerWeights& w, int T);
+  void head(const Batch& b, int T);
+
+  const Model& model_;
+  const ModelConfig& cfg_;
+  KvCache& cache_;
+  ThreadPool& pool_;
+  // Activations, grown to the largest batch seen.
+  std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_, logits_, rope_cos_, rope_sin_;
+  std::vector<float> scores_;  // per thread: attention scores over the context
+  // MoE scratch
+  std::vector<float> router_, moe_out_, moe_in_, moe_gate_, moe_up_, moe_down_;
+};
+
+}  // namespace llmesh
