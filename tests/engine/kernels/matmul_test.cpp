@@ -1,0 +1,164 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernel_test_support.h"
+
+using namespace llmesh;
+using namespace llmesh::kernels;
+
+namespace {
+
+struct Problem {
+  DType t;
+  int64_t rows, n, tokens;
+  std::vector<uint8_t> w;
+  std::vector<float> x;
+  int64_t x_stride, y_stride;
+  MatView view() const {
+    return MatView{t, n, rows, w.data(), static_cast<size_t>(*dtype_row_bytes(t, n))};
+  }
+};
+
+Problem make_problem(DType t, int64_t rows, int64_t n, int64_t tokens, std::mt19937& rng) {
+  Problem p{t, rows, n, tokens, test::random_rows(t, rows, n, rng), {}, n + 3, rows + 5};
+  p.x = test::random_floats(p.x_stride * tokens, rng);
+  return p;
+}
+
+// Scalar reference: Y[t][r] = scalar vec_dot, and the magnitude sum used for tolerances.
+void reference(const Problem& p, std::vector<float>& y, std::vector<double>& mag) {
+  test::IsaGuard guard;
+  force_isa(Isa::Scalar);
+  const size_t ab = act_row_bytes(p.t, p.n);
+  std::vector<uint8_t> a(ab);
+  std::vector<float> ad(p.n);
+  const auto rb = *dtype_row_bytes(p.t, p.n);
+  y.assign(p.y_stride * p.tokens, 0.0f);
+  mag.assign(p.y_stride * p.tokens, 0.0);
+  std::vector<std::vector<float>> wd(p.rows);
+  for (int64_t r = 0; r < p.rows; ++r) wd[r] = test::decode_row(p.t, p.w.data() + r * rb, p.n);
+  for (int64_t t = 0; t < p.tokens; ++t) {
+    quantize_act_row(p.t, p.x.data() + t * p.x_stride, a.data(), p.n);
+    for (int64_t i = 0; i < p.n; ++i) ad[i] = std::fabs(p.x[t * p.x_stride + i]);
+    for (int64_t r = 0; r < p.rows; ++r) {
+      y[t * p.y_stride + r] = vec_dot(p.t, p.n, p.w.data() + r * rb, a.data());
+      double m = 0;
+      for (int64_t i = 0; i < p.n; ++i) m += std::fabs(double(wd[r][i])) * ad[i];
+      mag[t * p.y_stride + r] = m;
+    }
+  }
+}
+
+std::vector<float> run_matmul(const Problem& p, ThreadPool& pool) {
+  std::vector<float> y(p.y_stride * p.tokens, -7.0f);
+  matmul(p.view(), p.x.data(), p.x_stride, p.tokens, y.data(), p.y_stride, pool);
+  return y;
+}
+
+// Float sums in a different order: relative to the sum of |terms| (activation rounding included).
+constexpr double kRelTol = 2e-5;
+
+}  // namespace
+
+TEST(VecDot, EveryIsaMatchesScalarAndQuantizesIdentically) {
+  test::IsaGuard guard;
+  std::mt19937 rng(10);
+  for (DType t : test::kLegacyTypes) {
+    for (int64_t n : {32, 64, 96, 160, 288, 1024, 4096}) {
+      const auto w = test::random_rows(t, 1, n, rng);
+      const auto x = test::random_floats(n, rng, 3.0f);
+      force_isa(Isa::Scalar);
+      std::vector<uint8_t> a_ref(act_row_bytes(t, n));
+      quantize_act_row(t, x.data(), a_ref.data(), n);
+      const float want = vec_dot(t, n, w.data(), a_ref.data());
+      const auto wd = test::decode_row(t, w.data(), n);
+      double mag = 0;
+      for (int64_t i = 0; i < n; ++i) mag += std::fabs(double(wd[i]) * x[i]);
+      for (Isa isa : test::available_isas()) {
+        force_isa(isa);
+        std::vector<uint8_t> a(act_row_bytes(t, n));
+        quantize_act_row(t, x.data(), a.data(), n);
+        ASSERT_EQ(a, a_ref) << dtype_name(t) << " " << isa_name(isa) << " n=" << n;
+        const float got = vec_dot(t, n, w.data(), a.data());
+        EXPECT_NEAR(got, want, kRelTol * mag) << dtype_name(t) << " " << isa_name(isa) << " n=" << n;
+      }
+    }
+  }
+}
+
+TEST(Matmul, EveryIsaMatchesScalarOnOddShapes) {
+  test::IsaGuard guard;
+  std::mt19937 rng(11);
+  ThreadPool pool1(1);
+  struct Shape {
+    int64_t rows, n, tokens;
+  };
+  const Shape shapes[] = {{1, 32, 1},   {3, 64, 2},    {5, 96, 3},     {17, 160, 5},  {33, 32, 7},
+                          {67, 256, 1}, {13, 128, 13}, {29, 512, 16},  {50, 96, 37},  {7, 4096, 4},
+                          {19, 2048, 9}, {131, 64, 1}, {100, 320, 33}, {9, 1024, 17}, {261, 128, 2}};
+  for (DType t : test::kLegacyTypes) {
+    for (const Shape& s : shapes) {
+      const Problem p = make_problem(t, s.rows, s.n, s.tokens, rng);
+      std::vector<float> want;
+      std::vector<double> mag;
+      reference(p, want, mag);
+      for (Isa isa : test::available_isas()) {
+        force_isa(isa);
+        const auto y1 = run_matmul(p, pool1);
+        const std::string what = dtype_name(t) + " " + isa_name(isa) + " rows=" + std::to_string(s.rows) +
+                                 " n=" + std::to_string(s.n) + " tokens=" + std::to_string(s.tokens);
+        for (int64_t tk = 0; tk < p.tokens; ++tk) {
+          for (int64_t r = 0; r < p.y_stride; ++r) {
+            const size_t i = tk * p.y_stride + r;
+            if (r >= p.rows) {
+              ASSERT_EQ(y1[i], -7.0f) << what << " wrote outside the rows";
+              continue;
+            }
+            ASSERT_NEAR(y1[i], want[i], kRelTol * mag[i] + 1e-6) << what << " token " << tk << " row " << r;
+          }
+        }
+        // Threads only split rows: results are bit-identical to one thread. (Pools live only
+        // this long: idle workers spin for a while and would slow the single-thread runs.)
+        for (int threads : {2, 3}) {
+          ThreadPool pool(threads);
+          EXPECT_EQ(run_matmul(p, pool), y1) << what << " threads=" << threads;
+        }
+      }
+    }
+  }
+}
+
+TEST(Matmul, RowsSubsetWritesOnlyThoseRows) {
+  test::IsaGuard guard;
+  std::mt19937 rng(12);
+  ThreadPool pool(2);
+  for (Isa isa : test::available_isas()) {
+    force_isa(isa);
+    for (DType t : {DType::Q4_0, DType::Q8_0, DType::F16}) {
+      const Problem p = make_problem(t, 70, 128, 6, rng);
+      const auto full = run_matmul(p, pool);
+      std::vector<float> y(p.y_stride * p.tokens, -7.0f);
+      matmul_rows(p.view(), 9, 45, p.x.data(), p.x_stride, p.tokens, y.data(), p.y_stride, pool);
+      for (int64_t tk = 0; tk < p.tokens; ++tk)
+        for (int64_t r = 0; r < p.y_stride; ++r) {
+          const size_t i = tk * p.y_stride + r;
+          if (r >= 9 && r < 45) ASSERT_EQ(y[i], full[i]) << isa_name(isa);
+          else ASSERT_EQ(y[i], -7.0f) << isa_name(isa);
+        }
+    }
+  }
+}
+
+TEST(Dispatch, ForcingAnUnsupportedIsaThrows) {
+  test::IsaGuard guard;
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon}) {
+    if (isa_supported(isa)) EXPECT_NO_THROW(force_isa(isa));
+    else EXPECT_THROW(force_isa(isa), std::runtime_error);
+  }
+  EXPECT_TRUE(isa_supported(detected_isa()));
+  EXPECT_STREQ(isa_name(Isa::Avx512), "avx512");
+}
