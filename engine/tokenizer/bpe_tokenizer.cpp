@@ -2,10 +2,12 @@
 // tokenizer.ggml.pre splits text into words; each word's bytes become GPT-2's printable
 // stand-in characters, one token each; then the adjacent pair with the lowest merge rank
 // (tokenizer.ggml.merges order) merges until no listed pair is left.
+#include <array>
 #include <cstdio>
 #include <mutex>
 #include <queue>
 #include <stdexcept>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
@@ -94,10 +96,6 @@ class BpeTokenizer final : public VocabTokenizer {
   }
 
  private:
-  struct Merge {
-    int32_t rank;
-    int32_t result;
-  };
   static uint64_t pair_key(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
@@ -109,7 +107,7 @@ class BpeTokenizer final : public VocabTokenizer {
       throw std::runtime_error(
           fmt::format("{}: tokenizer: 'tokenizer.ggml.merges' must be an array of strings", f.path()));
     }
-    merges_.reserve(m->strings.size() * 2);
+    merges_.reserve(m->strings.size());
     std::string joined;
     for (size_t r = 0; r < m->strings.size(); ++r) {
       const std::string_view line = m->strings[r];
@@ -126,7 +124,7 @@ class BpeTokenizer final : public VocabTokenizer {
       joined.append(right);
       const int32_t c = vocab_.find(joined);
       if (c < 0) bad("the merged token is not in the vocabulary");
-      merges_.try_emplace(pair_key(a, b), Merge{static_cast<int32_t>(r), c});
+      merges_.insert(pair_key(a, b), {static_cast<int32_t>(r), c});
     }
   }
 
@@ -189,8 +187,7 @@ class BpeTokenizer final : public VocabTokenizer {
     const auto try_pair = [&](int32_t l, int32_t r) {
       if (l < 0 || r < 0) return;
       const int32_t a = sym[static_cast<size_t>(l)].id, b = sym[static_cast<size_t>(r)].id;
-      auto it = merges_.find(pair_key(a, b));
-      if (it != merges_.end()) queue.push({it->second.rank, l, r, a, b});
+      if (const PairIndex::Value* m = merges_.find(pair_key(a, b))) queue.push({m->a, l, r, a, b});
     };
     for (size_t k = 1; k < sym.size(); ++k) try_pair(static_cast<int32_t>(k - 1), static_cast<int32_t>(k));
     while (!queue.empty()) {
@@ -199,7 +196,7 @@ class BpeTokenizer final : public VocabTokenizer {
       Symbol& a = sym[static_cast<size_t>(c.left)];
       Symbol& b = sym[static_cast<size_t>(c.right)];
       if (a.id != c.left_id || b.id != c.right_id || a.next != c.right || b.id < 0) continue;
-      a.id = merges_.at(pair_key(c.left_id, c.right_id)).result;
+      a.id = merges_.find(pair_key(c.left_id, c.right_id))->b;
       a.next = b.next;
       b.id = -1;
       if (b.next >= 0) sym[static_cast<size_t>(b.next)].prev = c.left;
@@ -216,7 +213,7 @@ class BpeTokenizer final : public VocabTokenizer {
   std::array<std::string, 256> byte_char_;   // byte -> its stand-in character (UTF-8)
   std::array<int32_t, 256> byte_id_{};       // byte -> token of its stand-in character
   std::array<int16_t, 324> codepoint_byte_;  // stand-in code point -> byte, or -1
-  std::unordered_map<uint64_t, Merge> merges_;
+  PairIndex merges_;  // (left id, right id) -> {rank, merged id}
   mutable std::mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;  // word -> ids
 };

@@ -85,9 +85,7 @@ void Vocab::load(const GgufFile& f, bool spm) {
     }
   }
 
-  id_of.clear();
-  id_of.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) id_of.emplace(text[i], static_cast<int32_t>(i));
+  id_of.build(text);
 
   // <0xNN> byte tokens (SentencePiece byte fallback).
   byte_token.fill(-1);

@@ -5,11 +5,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "gguf/gguf.h"
+#include "tokenizer/token_index.h"
 
 namespace llmesh {
 
@@ -29,10 +29,7 @@ struct Vocab {
   void load(const GgufFile& f, bool spm);
 
   int32_t size() const { return static_cast<int32_t>(text.size()); }
-  int32_t find(std::string_view s) const {
-    auto it = id_of.find(s);
-    return it == id_of.end() ? -1 : it->second;
-  }
+  int32_t find(std::string_view s) const { return id_of.find(s); }
   bool valid(int32_t id) const { return id >= 0 && id < size(); }
 
   // Splits `text` into plain-text fragments and special tokens (longest match first).
@@ -44,7 +41,7 @@ struct Vocab {
   std::vector<std::string> text;
   std::vector<float> score;
   std::vector<TokenType> type;
-  std::unordered_map<std::string_view, int32_t> id_of;  // first id with that text
+  TokenIndex id_of;  // text -> first id with that text
   std::vector<uint8_t> eog;                             // 1 for end-of-generation tokens
   std::array<int32_t, 256> byte_token{};                // <0xNN> tokens, -1 when absent
 
