@@ -231,6 +231,175 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
   return hsum(acc);
 }
 
+// ---------------------------------------------------------------- tiles (prefill)
+// R weight rows x C activation columns per call: each unpacked weight chunk is reused for C
+// columns, each activation chunk for R rows. Per (row, column) pair one int32 accumulator per
+// block and one float accumulator; Q4_K's min terms for all C columns of a row share one
+// vector (128-bit lane c holds column c).
+constexpr int kTileRows = 2;
+constexpr int kTileCols = 4;
+
+#define LLMESH_UNROLL _Pragma("GCC unroll 8")
+
+// Lanes 4c..4c+3 of v summed, for c < C.
+template <int C>
+inline void lane_quads(__m512 v, float* out) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  for (int c = 0; c < C; ++c) out[c] = (t[4 * c] + t[4 * c + 1]) + (t[4 * c + 2] + t[4 * c + 3]);
+}
+
+template <int R, int C>
+void tile_q4_k_rc(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* a, size_t a_stride,
+                  float* out, size_t y_stride) {
+  __m512 accf[R][C];
+  __m512 accm[R];
+  LLMESH_UNROLL for (int r = 0; r < R; ++r) {
+    accm[r] = _mm512_setzero_ps();
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) accf[r][c] = _mm512_setzero_ps();
+  }
+  for (int64_t ib = 0; ib < n / QK_K; ++ib) {
+    const BlockQ8K* y[C];
+    const BlockQ4K* x[R];
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8K*>(a + c * a_stride) + ib;
+    LLMESH_UNROLL for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const BlockQ4K*>(w + r * w_stride) + ib;
+    // bsum pair sums of column c in 128-bit lane c; y->d of column c in lanes 4c..4c+3
+    __m512i pairs = _mm512_setzero_si512();
+    alignas(64) float yd[16] = {};
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+      const __m256i bs = load256(y[c]->bsums);
+      const __m128i p = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+      pairs = _mm512_inserti32x4(pairs, p, c);
+      yd[4 * c] = yd[4 * c + 1] = yd[4 * c + 2] = yd[4 * c + 3] = y[c]->d;
+    }
+    const __m512 yd4 = _mm512_load_ps(yd);
+    __m512i sc[R];
+    LLMESH_UNROLL for (int r = 0; r < R; ++r) {
+      uint32_t u[4];
+      unpack_scale_min_k4_words(x[r]->scales, u);
+      const __m256i sm = _mm256_cvtepu8_epi16(_mm_setr_epi32(static_cast<int>(u[0]), static_cast<int>(u[1]),
+                                                             static_cast<int>(u[2]), static_cast<int>(u[3])));
+      sc[r] = _mm512_zextsi256_si512(sm);
+      const __m512i mins = _mm512_broadcast_i32x4(_mm256_extracti128_si256(sm, 1));
+      const __m512 dm = _mm512_mul_ps(_mm512_set1_ps(fp16(x[r]->dmin)), yd4);
+      accm[r] = _mm512_fmadd_ps(dm, _mm512_cvtepi32_ps(_mm512_madd_epi16(pairs, mins)), accm[r]);
+    }
+    __m512i sumi[R][C];
+    LLMESH_UNROLL for (int r = 0; r < R; ++r) LLMESH_UNROLL for (int c = 0; c < C; ++c) sumi[r][c] = _mm512_setzero_si512();
+    LLMESH_UNROLL for (int ch = 0; ch < 4; ++ch) {
+      __m512i q[R], s[R];
+      LLMESH_UNROLL for (int r = 0; r < R; ++r) {
+        q[r] = q4_chunk(x[r]->qs + 32 * ch);
+        s[r] = _mm512_permutexvar_epi16(perm32(ch), sc[r]);
+      }
+      LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+        const __m512i q8 = load512(y[c]->qs + 64 * ch);
+        LLMESH_UNROLL for (int r = 0; r < R; ++r) {
+          sumi[r][c] = _mm512_dpwssd_epi32(sumi[r][c], _mm512_maddubs_epi16(q[r], q8), s[r]);
+        }
+      }
+    }
+    LLMESH_UNROLL for (int r = 0; r < R; ++r) {
+      const float dx = fp16(x[r]->d);
+      LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+        accf[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[c]->d), _mm512_cvtepi32_ps(sumi[r][c]), accf[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float m[C];
+    lane_quads<C>(accm[r], m);
+    for (int c = 0; c < C; ++c) out[c * y_stride + r] = hsum(accf[r][c]) - m[c];
+  }
+}
+
+template <int R, int C>
+void tile_q6_k_rc(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* a, size_t a_stride,
+                  float* out, size_t y_stride) {
+  __m512 accf[R][C];
+  LLMESH_UNROLL for (int r = 0; r < R; ++r) LLMESH_UNROLL for (int c = 0; c < C; ++c) accf[r][c] = _mm512_setzero_ps();
+  for (int64_t ib = 0; ib < n / QK_K; ++ib) {
+    const BlockQ8K* y[C];
+    const BlockQ6K* x[R];
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8K*>(a + c * a_stride) + ib;
+    LLMESH_UNROLL for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const BlockQ6K*>(w + r * w_stride) + ib;
+    __m512i sc[R];
+    __m512i sumi[R][C];
+    LLMESH_UNROLL for (int r = 0; r < R; ++r) {
+      const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[r]->scales));
+      sc[r] = scales16(sc8);
+      LLMESH_UNROLL for (int c = 0; c < C; ++c) sumi[r][c] = q6_offset(sc8, y[c]);
+    }
+    LLMESH_UNROLL for (int h = 0; h < 2; ++h) {
+      __m512i q01[R], q23[R], s01[R], s23[R];
+      LLMESH_UNROLL for (int r = 0; r < R; ++r) {
+        q6_half(x[r], h, q01[r], q23[r]);
+        s01[r] = _mm512_permutexvar_epi16(perm16(2 * h), sc[r]);
+        s23[r] = _mm512_permutexvar_epi16(perm16(2 * h + 1), sc[r]);
+      }
+      LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+        const __m512i a01 = load512(y[c]->qs + 128 * h);
+        const __m512i a23 = load512(y[c]->qs + 128 * h + 64);
+        LLMESH_UNROLL for (int r = 0; r < R; ++r) {
+          sumi[r][c] = _mm512_dpwssd_epi32(sumi[r][c], _mm512_maddubs_epi16(q01[r], a01), s01[r]);
+          sumi[r][c] = _mm512_dpwssd_epi32(sumi[r][c], _mm512_maddubs_epi16(q23[r], a23), s23[r]);
+        }
+      }
+    }
+    LLMESH_UNROLL for (int r = 0; r < R; ++r) {
+      const float dx = fp16(x[r]->d);
+      LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+        accf[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[c]->d), _mm512_cvtepi32_ps(sumi[r][c]), accf[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) out[c * y_stride + r] = hsum(accf[r][c]);
+}
+
+// Picks the <R, C> instantiation for a partial tile.
+template <void (*F11)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t),
+          void (*F12)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t),
+          void (*F13)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t),
+          void (*F14)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t),
+          void (*F21)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t),
+          void (*F22)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t),
+          void (*F23)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t),
+          void (*F24)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t)>
+void tile_dispatch(int64_t n, const void* w, size_t w_stride, int nr, const void* a, size_t a_stride, int nc,
+                   float* y, size_t y_stride) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const auto* ab = static_cast<const uint8_t*>(a);
+  for (int r0 = 0; r0 < nr; r0 += kTileRows) {
+    const int rr = nr - r0 < kTileRows ? nr - r0 : kTileRows;
+    for (int c0 = 0; c0 < nc; c0 += kTileCols) {
+      const int cc = nc - c0 < kTileCols ? nc - c0 : kTileCols;
+      const uint8_t* wp = wb + r0 * w_stride;
+      const uint8_t* ap = ab + c0 * a_stride;
+      float* yp = y + c0 * y_stride + r0;
+      switch ((rr - 1) * 4 + (cc - 1)) {
+        case 0: F11(n, wp, w_stride, ap, a_stride, yp, y_stride); break;
+        case 1: F12(n, wp, w_stride, ap, a_stride, yp, y_stride); break;
+        case 2: F13(n, wp, w_stride, ap, a_stride, yp, y_stride); break;
+        case 3: F14(n, wp, w_stride, ap, a_stride, yp, y_stride); break;
+        case 4: F21(n, wp, w_stride, ap, a_stride, yp, y_stride); break;
+        case 5: F22(n, wp, w_stride, ap, a_stride, yp, y_stride); break;
+        case 6: F23(n, wp, w_stride, ap, a_stride, yp, y_stride); break;
+        default: F24(n, wp, w_stride, ap, a_stride, yp, y_stride); break;
+      }
+    }
+  }
+}
+
+void tile_q4_k(int64_t n, const void* w, size_t ws, int nr, const void* a, size_t as, int nc, float* y, size_t ys) {
+  tile_dispatch<tile_q4_k_rc<1, 1>, tile_q4_k_rc<1, 2>, tile_q4_k_rc<1, 3>, tile_q4_k_rc<1, 4>, tile_q4_k_rc<2, 1>,
+                tile_q4_k_rc<2, 2>, tile_q4_k_rc<2, 3>, tile_q4_k_rc<2, 4>>(n, w, ws, nr, a, as, nc, y, ys);
+}
+void tile_q6_k(int64_t n, const void* w, size_t ws, int nr, const void* a, size_t as, int nc, float* y, size_t ys) {
+  tile_dispatch<tile_q6_k_rc<1, 1>, tile_q6_k_rc<1, 2>, tile_q6_k_rc<1, 3>, tile_q6_k_rc<1, 4>, tile_q6_k_rc<2, 1>,
+                tile_q6_k_rc<2, 2>, tile_q6_k_rc<2, 3>, tile_q6_k_rc<2, 4>>(n, w, ws, nr, a, as, nc, y, ys);
+}
+
 }  // namespace
 
 void register_kquant_avx512(TypeKernels* table) {
@@ -242,6 +411,14 @@ void register_kquant_avx512(TypeKernels* table) {
   set(DType::Q4_K, dot_q4_k);
   set(DType::Q5_K, dot_q5_k);
   set(DType::Q6_K, dot_q6_k);
+  auto set_tile = [&](DType t, decltype(TypeKernels::tile) f) {
+    TypeKernels& k = table[static_cast<uint32_t>(t)];
+    k.tile = f;
+    k.tile_rows = kTileRows;
+    k.tile_cols = kTileCols;
+  };
+  set_tile(DType::Q4_K, tile_q4_k);
+  set_tile(DType::Q6_K, tile_q6_k);
 }
 
 }  // namespace llmesh::kernels::kq

@@ -334,6 +334,55 @@ TEST(KQuants, VecDotExtremeValues) {
   }
 }
 
+// The register-blocked tiles give every (row, column) product of the tile, equal to vec_dot,
+// and write nothing else.
+TEST(KQuants, TilesMatchVecDot) {
+  std::mt19937 rng(5);
+  int tested = 0;
+  for (DType t : kKTypes) {
+    for (Isa isa : isas()) {
+      const TypeKernels& k = kernels(t, isa);
+      if (!k.tile) continue;
+      ASSERT_GT(k.tile_rows, 0);
+      ASSERT_GT(k.tile_cols, 0);
+      for (int64_t n : {256, 1024, 5632}) {
+        const int R = k.tile_rows, C = k.tile_cols;
+        const int64_t rb = *dtype_row_bytes(t, n);
+        const auto w = random_blocks(t, n * R, rng);
+        std::vector<kq::BlockQ8K> a(static_cast<size_t>(n / 256 * C));
+        for (int c = 0; c < C; ++c) {
+          const auto x = random_floats(n, rng, c == 1 ? -15.0f : 0.0f);
+          k.quantize_act(x.data(), a.data() + c * (n / 256), n);
+        }
+        const size_t a_stride = sizeof(kq::BlockQ8K) * (n / 256);
+        for (int nr = 1; nr <= R; ++nr) {
+          for (int nc = 1; nc <= C; ++nc) {
+            const size_t ys = R + 3;
+            std::vector<float> y(ys * C, -777.0f);
+            k.tile(n, w.data(), rb, nr, a.data(), a_stride, nc, y.data(), ys);
+            for (int c = 0; c < C; ++c) {
+              for (size_t r = 0; r < ys; ++r) {
+                const float got = y[c * ys + r];
+                if (c >= nc || static_cast<int>(r) >= nr) {
+                  ASSERT_EQ(got, -777.0f) << "wrote outside the tile";
+                  continue;
+                }
+                const auto* ac = reinterpret_cast<const uint8_t*>(a.data()) + c * a_stride;
+                const float want = k.vec_dot(n, w.data() + r * rb, ac);
+                ASSERT_NEAR(got, want, 1e-4f * (1.0f + std::fabs(want)))
+                    << dtype_name(t) << " " << isa_name(isa) << " n=" << n << " tile " << nr << "x" << nc
+                    << " at " << r << "," << c;
+              }
+            }
+          }
+        }
+        ++tested;
+      }
+    }
+  }
+  if (tested == 0) GTEST_SKIP() << "no ISA here has a K-quant tile kernel";
+}
+
 double rel_rms_error(DType t, void (*quant)(const float*, void*, int64_t), const std::vector<float>& x) {
   const int64_t n = static_cast<int64_t>(x.size());
   std::vector<uint8_t> q(static_cast<size_t>(n / 256 * dtype_traits(t).block_bytes));
