@@ -259,6 +259,140 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
   return hsum(acc);
 }
 
+// ---------------------------------------------------------------- tiles (prefill)
+// One weight row x up to 4 activation columns: the unpacked weights and their scale vectors are
+// reused for every column (16 ymm registers leave no room for a second row's accumulators).
+constexpr int kTileCols = 4;
+#define LLMESH_UNROLL _Pragma("GCC unroll 8")
+
+template <int C>
+void tile_q4_k_c(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float* out, size_t y_stride) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  __m256 acc[C];
+  __m128 accm[C];
+  LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+    acc[c] = _mm256_setzero_ps();
+    accm[c] = _mm_setzero_ps();
+  }
+  const auto* x = reinterpret_cast<const BlockQ4K*>(w);
+  for (int64_t ib = 0; ib < n / QK_K; ++ib, ++x) {
+    const BlockQ8K* y[C];
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8K*>(a + c * a_stride) + ib;
+    const float dx = fp16(x->d), dmx = fp16(x->dmin);
+    uint32_t u[4];
+    unpack_scale_min_k4_words(x->scales, u);
+    const __m256i sm = _mm256_cvtepu8_epi16(_mm_setr_epi32(static_cast<int>(u[0]), static_cast<int>(u[1]),
+                                                           static_cast<int>(u[2]), static_cast<int>(u[3])));
+    const __m128i mins = _mm256_extracti128_si256(sm, 1);
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c]->bsums));
+      const __m128i bs8 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+      accm[c] = _mm_fmadd_ps(_mm_set1_ps(dmx * y[c]->d), _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs8)), accm[c]);
+    }
+    const __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
+    __m256i sumi[C];
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) sumi[c] = _mm256_setzero_si256();
+    LLMESH_UNROLL for (int ch = 0; ch < 4; ++ch) {
+      const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->qs + 32 * ch));
+      const __m256i ql = _mm256_and_si256(qs, m4);
+      const __m256i qh = _mm256_and_si256(_mm256_srli_epi16(qs, 4), m4);
+      const __m256i sl = bcast16(sc, 2 * ch), sh = bcast16(sc, 2 * ch + 1);
+      LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+        const __m256i q8l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c]->qs + 64 * ch));
+        const __m256i q8h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c]->qs + 64 * ch + 32));
+        const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(ql, q8l), sl);
+        const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(qh, q8h), sh);
+        sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(pl, ph));
+      }
+    }
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[c]->d), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+    }
+  }
+  for (int c = 0; c < C; ++c) out[c * y_stride] = hsum(acc[c]) - hsum(accm[c]);
+}
+
+template <int C>
+void tile_q6_k_c(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float* out, size_t y_stride) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i m3 = _mm256_set1_epi8(3);
+  __m256 acc[C];
+  LLMESH_UNROLL for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+  const auto* x = reinterpret_cast<const BlockQ6K*>(w);
+  for (int64_t ib = 0; ib < n / QK_K; ++ib, ++x) {
+    const BlockQ8K* y[C];
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8K*>(a + c * a_stride) + ib;
+    const float dx = fp16(x->d);
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x->scales));
+    const __m256i sc16 = _mm256_cvtepi8_epi16(sc);
+    __m256i sumi[C];
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c]->bsums));
+      sumi[c] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5));
+    }
+    LLMESH_UNROLL for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->ql + 64 * h));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->ql + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->qh + 32 * h));
+      LLMESH_UNROLL for (int j = 0; j < 4; ++j) {
+        __m256i q;
+        switch (j) {
+          case 0: q = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4)); break;
+          case 1:
+            q = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+            break;
+          case 2:
+            q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
+            break;
+          default:
+            q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), _mm256_set1_epi8(0x30)));
+            break;
+        }
+        const __m256i s = pair_scales(sc, 4 * h + j);
+        LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+          const __m256i q8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c]->qs + 128 * h + 32 * j));
+          sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(_mm256_maddubs_epi16(q, q8), s));
+        }
+      }
+    }
+    LLMESH_UNROLL for (int c = 0; c < C; ++c) {
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[c]->d), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+    }
+  }
+  for (int c = 0; c < C; ++c) out[c * y_stride] = hsum(acc[c]);
+}
+
+using TileFn = void (*)(int64_t, const uint8_t*, const uint8_t*, size_t, float*, size_t);
+
+// Rows one at a time, columns in groups of up to 4.
+template <TileFn F1, TileFn F2, TileFn F3, TileFn F4>
+void tile_rows_cols(int64_t n, const void* w, size_t w_stride, int nr, const void* a, size_t a_stride, int nc,
+                    float* y, size_t y_stride) {
+  for (int r = 0; r < nr; ++r) {
+    const uint8_t* wr = static_cast<const uint8_t*>(w) + r * w_stride;
+    for (int c0 = 0; c0 < nc; c0 += kTileCols) {
+      const uint8_t* ap = static_cast<const uint8_t*>(a) + c0 * a_stride;
+      float* yp = y + c0 * y_stride + r;
+      switch (nc - c0 < kTileCols ? nc - c0 : kTileCols) {
+        case 1: F1(n, wr, ap, a_stride, yp, y_stride); break;
+        case 2: F2(n, wr, ap, a_stride, yp, y_stride); break;
+        case 3: F3(n, wr, ap, a_stride, yp, y_stride); break;
+        default: F4(n, wr, ap, a_stride, yp, y_stride); break;
+      }
+    }
+  }
+}
+
+void tile_q4_k(int64_t n, const void* w, size_t ws, int nr, const void* a, size_t as, int nc, float* y, size_t ys) {
+  tile_rows_cols<tile_q4_k_c<1>, tile_q4_k_c<2>, tile_q4_k_c<3>, tile_q4_k_c<4>>(n, w, ws, nr, a, as, nc, y, ys);
+}
+void tile_q6_k(int64_t n, const void* w, size_t ws, int nr, const void* a, size_t as, int nc, float* y, size_t ys) {
+  tile_rows_cols<tile_q6_k_c<1>, tile_q6_k_c<2>, tile_q6_k_c<3>, tile_q6_k_c<4>>(n, w, ws, nr, a, as, nc, y, ys);
+}
+
 }  // namespace
 
 void register_kquant_avx2(TypeKernels* table) {
@@ -272,6 +406,14 @@ void register_kquant_avx2(TypeKernels* table) {
   set(DType::Q4_K, dot_q4_k);
   set(DType::Q5_K, dot_q5_k);
   set(DType::Q6_K, dot_q6_k);
+  auto set_tile = [&](DType t, decltype(TypeKernels::tile) f) {
+    TypeKernels& k = table[static_cast<uint32_t>(t)];
+    k.tile = f;
+    k.tile_rows = 1;
+    k.tile_cols = kTileCols;
+  };
+  set_tile(DType::Q4_K, tile_q4_k);
+  set_tile(DType::Q6_K, tile_q6_k);
 }
 
 }  // namespace llmesh::kernels::kq

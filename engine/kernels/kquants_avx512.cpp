@@ -16,6 +16,8 @@
 namespace llmesh::kernels::kq {
 namespace {
 
+#define LLMESH_UNROLL _Pragma("GCC unroll 8")
+
 inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 inline float hsum(__m128 s) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -169,16 +171,17 @@ float dot_q45(int64_t n, const Block* x, const BlockQ8K* y) {
       const __m256i qh = load256(x->qh);
       hbits = join(qh, _mm256_srli_epi16(qh, 1));  // bit 2c | bit 2c+1 after >> 2c
     }
-    __m512i sumi = _mm512_setzero_si512();
-    for (int c = 0; c < 4; ++c) {
+    // two independent accumulation chains (even / odd chunks)
+    __m512i sumi[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    LLMESH_UNROLL for (int c = 0; c < 4; ++c) {
       __m512i q = q4_chunk(x->qs + 32 * c);
       if constexpr (kFive) {
         q = _mm512_or_si512(q, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hbits, 2 * c), m1), 4));
       }
       const __m512i p = _mm512_maddubs_epi16(q, load512(y->qs + 64 * c));
-      sumi = _mm512_dpwssd_epi32(sumi, p, _mm512_permutexvar_epi16(perm32(c), sc));
+      sumi[c & 1] = _mm512_dpwssd_epi32(sumi[c & 1], p, _mm512_permutexvar_epi16(perm32(c), sc));
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(sumi[0], sumi[1])), acc);
   }
   return hsum(acc) - hsum(accm);
 }
@@ -218,7 +221,7 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x->scales));
     const __m512i sc = scales16(sc8);
     __m512i sumi = q6_offset(sc8, y);
-    for (int h = 0; h < 2; ++h) {
+    LLMESH_UNROLL for (int h = 0; h < 2; ++h) {
       __m512i q01, q23;
       q6_half(x, h, q01, q23);
       const __m512i p01 = _mm512_maddubs_epi16(q01, load512(y->qs + 128 * h));
@@ -239,7 +242,6 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
 constexpr int kTileRows = 2;
 constexpr int kTileCols = 4;
 
-#define LLMESH_UNROLL _Pragma("GCC unroll 8")
 
 // Lanes 4c..4c+3 of v summed, for c < C.
 template <int C>
