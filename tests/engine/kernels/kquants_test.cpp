@@ -383,6 +383,36 @@ TEST(KQuants, TilesMatchVecDot) {
   if (tested == 0) GTEST_SKIP() << "no ISA here has a K-quant tile kernel";
 }
 
+// Through the public entry points (dispatch, matmul with its tiles and threads): a K-quant
+// matrix times several tokens equals the per-row dot products, on every ISA.
+TEST(KQuants, MatmulUsesTheKernelsConsistently) {
+  std::mt19937 rng(6);
+  ThreadPool pool(2);
+  const Isa saved = active_isa();
+  for (DType t : kKTypes) {
+    const int64_t n = 1024, rows = 37, tokens = 7;
+    const int64_t rb = *dtype_row_bytes(t, n);
+    const auto w = random_blocks(t, n * rows, rng);
+    const auto x = random_floats(n * tokens, rng);
+    for (Isa isa : isas()) {
+      force_isa(isa);
+      std::vector<uint8_t> act(act_row_bytes(t, n));
+      MatView W{t, n, rows, w.data(), static_cast<size_t>(rb)};
+      std::vector<float> y(rows * tokens);
+      matmul(W, x.data(), n, tokens, y.data(), rows, pool);
+      for (int64_t tok = 0; tok < tokens; ++tok) {
+        quantize_act_row(t, x.data() + tok * n, act.data(), n);
+        for (int64_t r = 0; r < rows; ++r) {
+          const float want = vec_dot(t, n, w.data() + r * rb, act.data());
+          ASSERT_NEAR(y[tok * rows + r], want, 1e-4f * (1.0f + std::fabs(want)))
+              << dtype_name(t) << " " << isa_name(isa) << " token " << tok << " row " << r;
+        }
+      }
+    }
+  }
+  force_isa(saved);
+}
+
 double rel_rms_error(DType t, void (*quant)(const float*, void*, int64_t), const std::vector<float>& x) {
   const int64_t n = static_cast<int64_t>(x.size());
   std::vector<uint8_t> q(static_cast<size_t>(n / 256 * dtype_traits(t).block_bytes));
