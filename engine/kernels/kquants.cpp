@@ -143,9 +143,9 @@ float vec_dot_q2_k_q8_k(int64_t n, const void* w, const void* a) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n / QK_K; ++i, ++x, ++y) {
     int8_t q[QK_K];
-    for (int e = 0; e < QK_K; ++e) {
-      q[e] = static_cast<int8_t>((x->qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3);
-    }
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 4; ++j)
+        for (int l = 0; l < 32; ++l) q[128 * h + 32 * j + l] = static_cast<int8_t>((x->qs[32 * h + l] >> (2 * j)) & 3);
     int isum = 0, msum = 0;
     for (int s = 0; s < 16; ++s) {
       isum += (x->scales[s] & 0x0f) * dot16(q + 16 * s, y->qs + 16 * s);
@@ -164,12 +164,13 @@ float vec_dot_q3_k_q8_k(int64_t n, const void* w, const void* a) {
   for (int64_t i = 0; i < n / QK_K; ++i, ++x, ++y) {
     int8_t q[QK_K], sc[16];
     unpack_scales_q3k(x->scales, sc);
-    for (int e = 0; e < QK_K; ++e) {
-      const int h = e / 128, j = (e % 128) / 32, l = e % 32;
-      const int lo = (x->qs[32 * h + l] >> (2 * j)) & 3;
-      const int hi = (x->hmask[l] >> (4 * h + j)) & 1;
-      q[e] = static_cast<int8_t>(lo - (hi ? 0 : 4));
-    }
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 4; ++j)
+        for (int l = 0; l < 32; ++l) {
+          const int lo = (x->qs[32 * h + l] >> (2 * j)) & 3;
+          const int hi = (x->hmask[l] >> (4 * h + j)) & 1;
+          q[128 * h + 32 * j + l] = static_cast<int8_t>(lo + 4 * hi - 4);
+        }
     int isum = 0;
     for (int s = 0; s < 16; ++s) isum += sc[s] * dot16(q + 16 * s, y->qs + 16 * s);
     sum += y->d * (half_to_float(x->d) * static_cast<float>(isum));
@@ -218,12 +219,16 @@ float vec_dot_q6_k_q8_k(int64_t n, const void* w, const void* a) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n / QK_K; ++i, ++x, ++y) {
     int8_t q[QK_K];
-    for (int e = 0; e < QK_K; ++e) {
-      const int h = e / 128, j = (e % 128) / 32, l = e % 32;
-      const uint8_t lo_byte = x->ql[64 * h + 32 * (j & 1) + l];
-      const int lo = j < 2 ? (lo_byte & 0x0f) : (lo_byte >> 4);
-      const int hi = (x->qh[32 * h + l] >> (2 * j)) & 3;
-      q[e] = static_cast<int8_t>((lo | (hi << 4)) - 32);
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = x->ql + 64 * h;
+      const uint8_t* qh = x->qh + 32 * h;
+      int8_t* o = q + 128 * h;
+      for (int l = 0; l < 32; ++l) {
+        o[l] = static_cast<int8_t>(((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) - 32);
+        o[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32);
+        o[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+        o[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+      }
     }
     int isum = 0;
     for (int s = 0; s < 16; ++s) isum += x->scales[s] * dot16(q + 16 * s, y->qs + 16 * s);
