@@ -266,14 +266,17 @@ void tile_q4_k_rc(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* a
     LLMESH_UNROLL for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8K*>(a + c * a_stride) + ib;
     LLMESH_UNROLL for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const BlockQ4K*>(w + r * w_stride) + ib;
     // bsum pair sums of column c in 128-bit lane c; y->d of column c in lanes 4c..4c+3
-    __m512i pairs = _mm512_setzero_si512();
+    // (built through memory: the lane index of vinserti32x4 must be an immediate, and a
+    // loop index is one only after unrolling, which unoptimized builds do not do)
+    alignas(64) int16_t pair_buf[32] = {};
     alignas(64) float yd[16] = {};
     LLMESH_UNROLL for (int c = 0; c < C; ++c) {
       const __m256i bs = load256(y[c]->bsums);
       const __m128i p = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-      pairs = _mm512_inserti32x4(pairs, p, c);
+      _mm_store_si128(reinterpret_cast<__m128i*>(pair_buf + 8 * c), p);
       yd[4 * c] = yd[4 * c + 1] = yd[4 * c + 2] = yd[4 * c + 3] = y[c]->d;
     }
+    const __m512i pairs = _mm512_load_si512(pair_buf);
     const __m512 yd4 = _mm512_load_ps(yd);
     __m512i sc[R];
     LLMESH_UNROLL for (int r = 0; r < R; ++r) {
