@@ -182,6 +182,9 @@ float tile_vec_dot(int64_t n, const void* w, const void* a) {
 // times d_a) and one FMA then serve 4 (row, token) pairs. Row groups of 4 (RG of them) and C
 // tokens per tile; missing rows/tokens of an edge tile repeat the first one (results dropped),
 // so each output sees the same operations whatever the tile's fill.
+// Decode streams many rows at once; prefetch this far ahead of each (past the row end is harmless).
+constexpr int kPrefetchBlocks = 24;
+
 template <class F, int RG, int C>
 void tile_q4rows(int64_t n, const void* wp, size_t ws, int nr, const void* ap, size_t as, int nc, float* y,
                  size_t ys) {
@@ -218,6 +221,7 @@ void tile_q4rows(int64_t n, const void* wp, size_t ws, int nr, const void* ap, s
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         wb[i] = reinterpret_cast<const typename F::W*>(wrow[4 * g + i]) + b;
+        if constexpr (C == 1) _mm_prefetch(reinterpret_cast<const char*>(wb[i] + kPrefetchBlocks), _MM_HINT_T0);
         u[i] = F::bytes(*wb[i]);
       }
       // [d0 d1 d2 d3 d0 d1 d2 d3] as floats
@@ -252,11 +256,21 @@ void tile_q4rows(int64_t n, const void* wp, size_t ws, int nr, const void* ap, s
     }
 }
 
+// Token counts below C use their own instantiation (no wasted work in decode); rows are padded.
+template <class F, int RG, int C>
+void tile_q4rows_any(int64_t n, const void* w, size_t ws, int nr, const void* a, size_t as, int nc, float* y,
+                     size_t ys) {
+  if constexpr (C > 1) {
+    if (nc < C) return tile_q4rows_any<F, RG, C - 1>(n, w, ws, nr, a, as, nc, y, ys);
+  }
+  tile_q4rows<F, RG, C>(n, w, ws, nr, a, as, nc, y, ys);
+}
+
 template <class F, int RG, int C>
 void set_q4rows(TypeKernels& k, void (*quant)(const float*, void*, int64_t)) {
   k.quantize_act = quant;
   k.vec_dot = &tile_vec_dot<F>;
-  k.tile = &tile_q4rows<F, RG, C>;
+  k.tile = &tile_q4rows_any<F, RG, C>;
   k.tile_rows = 4 * RG;
   k.tile_cols = C;
 }
