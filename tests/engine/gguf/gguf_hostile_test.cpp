@@ -223,14 +223,19 @@ TEST(GgufHostile, RealModels) {
   struct Case { const char* name; uint64_t trunc_step; size_t field_stride; int flips; };
   const Case cases[] = {
       {"stories260K-f32.gguf", 1, 1, 3000},
-      {"stories260K-q4_0.gguf", 7, 8, 2000},
-      {"stories260K-moe4x2-f32.gguf", 13, 16, 1000},
-      {"llama-2-tiny-random.gguf", 701, 256, 300},
+      {"stories260K-q4_0.gguf", 17, 16, 1000},
+      {"stories260K-moe4x2-f32.gguf", 31, 32, 500},
+      {"llama-2-tiny-random.gguf", 2003, 1024, 150},
   };
   Tally tally;
   for (const auto& c : cases) {
+    auto t0 = std::chrono::steady_clock::now();
+    uint64_t before = tally.total();
     std::string path = test::model_path(c.name);
     all_mutations(test::read_bytes(path), c.trunc_step, c.field_stride, c.flips, tally);
+    std::printf("  %s: %llu variants in %.2f s\n", c.name,
+                (unsigned long long)(tally.total() - before),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::printf("real models: %llu variants, %llu parsed, %llu rejected\n",
               (unsigned long long)tally.total(), (unsigned long long)tally.parsed,
