@@ -65,6 +65,7 @@ class GgufBuilder {
     for (int32_t x : v) pod(x);
     return *this;
   }
+  // The file points into this builder: keep the builder alive while the file is used.
   std::unique_ptr<GgufFile> parse() {
     std::string out = "GGUF";
     const uint32_t version = 3;
@@ -99,12 +100,11 @@ class GgufBuilder {
 // A small byte-level BPE vocabulary: the 256 byte characters plus a few merges.
 GgufBuilder tiny_bpe(const std::string& pre) {
   std::vector<std::string> tokens;
-  for (int b = 0; b < 256; ++b) {
+  uint32_t next = 256;  // GPT-2's stand-ins for unprintable bytes
+  for (uint32_t b = 0; b < 256; ++b) {
     const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
-    static int next = 256;
-    if (b == 0) next = 256;
     std::string s;
-    utf8_append(s, printable ? static_cast<uint32_t>(b) : static_cast<uint32_t>(next++));
+    utf8_append(s, printable ? b : next++);
     tokens.push_back(s);
   }
   tokens.push_back("he");
@@ -239,14 +239,16 @@ TEST(TokenizerErrors, MalformedMerges) {
   expect_error(base({"ab"}), "tokenizer.ggml.merges'[0]");
   expect_error(base({"a x"}), "not in the vocabulary");
   expect_error(base({"b a"}), "merged token");
-  auto ok = base({"a b"}).parse();
+  GgufBuilder good = base({"a b"});  // owns the bytes the parsed file points into
+  auto ok = good.parse();
   auto tok = Tokenizer::from_gguf(*ok);
   EXPECT_EQ(tok->encode("ab", false, false), (std::vector<int32_t>{2}));
 }
 
 TEST(TokenizerErrors, UnknownPreFallsBackWithoutCrashing) {
   for (const std::string pre : {"deepseek-llm", "mistral", "something-new", ""}) {
-    auto f = tiny_bpe(pre).parse();
+    GgufBuilder g = tiny_bpe(pre);  // owns the bytes the parsed file points into
+    auto f = g.parse();
     auto tok = Tokenizer::from_gguf(*f);
     const auto ids = tok->encode("hello world<|end|>", false, true);
     ASSERT_FALSE(ids.empty());
