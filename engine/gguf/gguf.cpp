@@ -298,7 +298,10 @@ void GgufFile::parse_all() {
   if (n_tensors > (c.left() - n_kv * 14) / 33)
     fail(fmt::format("tensor count {} is impossible for the file size", n_tensors));
 
-  kv_.reserve(n_kv);
+  // Reserve only a little up front: a lying count must not cost memory before the entries it
+  // claims are actually found in the file.
+  constexpr uint64_t kReserveCap = 4096;
+  kv_.reserve(std::min(n_kv, kReserveCap));
   uint64_t nested = 0;
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string key(c.str("metadata key", kMaxKeyBytes));
@@ -323,7 +326,7 @@ void GgufFile::parse_all() {
     alignment_ = a->u;
   }
 
-  tensors_.reserve(n_tensors);
+  tensors_.reserve(std::min(n_tensors, kReserveCap));
   for (uint64_t k = 0; k < n_tensors; ++k) {
     GgufTensor t;
     t.name = std::string(c.str("tensor name", kMaxTensorNameBytes));
