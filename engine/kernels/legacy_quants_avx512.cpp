@@ -101,7 +101,12 @@ void tile_wide(int64_t n, const void* wp, size_t ws, int nr, const void* ap, siz
       v[g][1] = _mm512_unpackhi_epi64(t0, t2);
       v[g][2] = _mm512_unpacklo_epi64(t1, t3);
       v[g][3] = _mm512_unpackhi_epi64(t1, t3);
-      const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
+      // (built in registers: eight 2-byte stores and one 16-byte reload would stall store forwarding)
+      const __m128i d16 = _mm_setr_epi16(static_cast<short>(d[0]), static_cast<short>(d[1]),
+                                         static_cast<short>(d[2]), static_cast<short>(d[3]),
+                                         static_cast<short>(d[4]), static_cast<short>(d[5]),
+                                         static_cast<short>(d[6]), static_cast<short>(d[7]));
+      const __m256 d8 = _mm256_cvtph_ps(d16);
       dw[g] = _mm512_permutexvar_ps(row_idx, _mm512_castps256_ps512(d8));
     }
 #pragma GCC unroll 8
@@ -164,8 +169,8 @@ void set_wide(TypeKernels& k) {
 }  // namespace
 
 #ifndef LLMESH_WIDE_RG
-#define LLMESH_WIDE_RG 2
-#define LLMESH_WIDE_C 4
+#define LLMESH_WIDE_RG 3
+#define LLMESH_WIDE_C 6
 #endif
 constexpr int kWideRowGroups = LLMESH_WIDE_RG, kWideTokens = LLMESH_WIDE_C;
 

@@ -183,7 +183,7 @@ float tile_vec_dot(int64_t n, const void* w, const void* a) {
 // tokens per tile; missing rows/tokens of an edge tile repeat the first one (results dropped),
 // so each output sees the same operations whatever the tile's fill.
 // Decode streams many rows at once; prefetch this far ahead of each (past the row end is harmless).
-constexpr int kPrefetchBlocks = 24;
+constexpr int kPrefetchBlocks = 64;
 
 template <class F, int RG, int C>
 void tile_q4rows(int64_t n, const void* wp, size_t ws, int nr, const void* ap, size_t as, int nc, float* y,
