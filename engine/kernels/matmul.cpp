@@ -2,7 +2,8 @@
 //
 // 1. Activations are quantized once per call into the calling thread's reusable buffer
 //    (F32/F16/BF16 weights read X directly).
-// 2. Weight rows are handed to the pool's threads in chunks from a shared counter.
+// 2. Weight rows are handed to the pool's threads in chunks from a shared counter
+//    (ThreadPool::run_dynamic: a worker that does not show up in time is not waited for).
 //    Decode (one token): chunks of ~1/8 of a thread's share, each a contiguous stream of rows.
 //    Prefill (many tokens): chunks small enough to stay in L2; inside a chunk the loop runs over
 //    token tiles, and within each, over row tiles with the type's register-blocked `tile`
@@ -108,8 +109,10 @@ void matmul_rows(const MatView& W, int64_t row_begin, int64_t row_end, const flo
     act_stride = round_up(*bytes, kAlign);
     uint8_t* buf = t_act.get(act_stride * n_tokens);
     if (n_tokens >= 4 && nth > 1) {
-      pool.run([&](int ith, int nt) {
-        for (int64_t t = ith; t < n_tokens; t += nt) k->quantize_act(X + t * x_stride, buf + t * act_stride, n);
+      std::atomic<int64_t> next_token{0};
+      pool.run_dynamic([&](int, int) {
+        for (int64_t t; (t = next_token.fetch_add(1, std::memory_order_relaxed)) < n_tokens;)
+          k->quantize_act(X + t * x_stride, buf + t * act_stride, n);
       });
     } else {
       for (int64_t t = 0; t < n_tokens; ++t) k->quantize_act(X + t * x_stride, buf + t * act_stride, n);
@@ -122,7 +125,7 @@ void matmul_rows(const MatView& W, int64_t row_begin, int64_t row_end, const flo
   const int64_t tr = k->tile ? k->tile_rows : 1;
   int64_t chunk;
   if (n_tokens == 1) {
-    chunk = round_up(std::max<int64_t>(1, rows / (int64_t(nth) * 8)), std::max<int64_t>(tr, 16));
+    chunk = round_up(std::max<int64_t>(16, rows / (int64_t(nth) * 8)), tr);
   } else {
     const int64_t fit = std::max<int64_t>(tr, (96 * 1024 / std::max<size_t>(W.row_bytes, 1)) / tr * tr);
     const int64_t share = round_up(std::max<int64_t>(1, rows / (int64_t(nth) * 4)), tr);
@@ -133,7 +136,9 @@ void matmul_rows(const MatView& W, int64_t row_begin, int64_t row_end, const flo
     run_rows(job, row_begin, row_end);
     return;
   }
-  pool.run([&job](int, int) {
+  // Threads share the chunks through job.next, so a worker that is descheduled on a busy
+  // machine is simply not waited for (run_dynamic).
+  pool.run_dynamic([&job](int, int) {
     for (;;) {
       const int64_t rb = job.next.fetch_add(job.chunk, std::memory_order_relaxed);
       if (rb >= job.row_end) break;
