@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -161,4 +163,62 @@ TEST(Dispatch, ForcingAnUnsupportedIsaThrows) {
   }
   EXPECT_TRUE(isa_supported(detected_isa()));
   EXPECT_STREQ(isa_name(Isa::Avx512), "avx512");
+}
+
+// With unit scales and integer activations whose block maximum is 127 (so the activation scale
+// is exactly 1), every product and partial sum is an integer below 2^24: each ISA, tile and
+// thread count must then give the exact integer, whatever its summation order.
+TEST(Matmul, IntegerProductsAreExactOnEveryIsa) {
+  test::IsaGuard guard;
+  std::mt19937 rng(13);
+  // |sum of a block| <= 31 * 60 + 127 < 2048, so the fp16 `s` of Q8_1 stays exact.
+  std::uniform_int_distribution<int> act(-60, 60), small(-8, 8);
+  ThreadPool pool(2);
+  for (DType t : test::kLegacyTypes) {
+    for (auto [rows, n, tokens] : {std::tuple<int64_t, int64_t, int64_t>{1, 32, 1}, {13, 96, 7}, {29, 1024, 13},
+                                   {40, 256, 1}, {7, 512, 37}}) {
+      auto w = test::random_rows(t, rows, n, rng);
+      const int64_t rb = *dtype_row_bytes(t, n);
+      const bool quant = dtype_traits(t).block_elems == 32;
+      for (int64_t r = 0; r < rows; ++r) {
+        uint8_t* row = w.data() + r * rb;
+        if (quant) {
+          for (int64_t b = 0; b < n / 32; ++b) {
+            test::put_u16(row + b * dtype_traits(t).block_bytes, fp32_to_fp16(1.0f));
+            if (t == DType::Q4_1 || t == DType::Q5_1)
+              test::put_u16(row + b * dtype_traits(t).block_bytes + 2, fp32_to_fp16(float(small(rng))));
+          }
+        } else {
+          for (int64_t i = 0; i < n; ++i) {
+            const float v = float(small(rng));
+            if (t == DType::F32) std::memcpy(row + 4 * i, &v, 4);
+            else test::put_u16(row + 2 * i, t == DType::F16 ? fp32_to_fp16(v) : fp32_to_bf16(v));
+          }
+        }
+      }
+      std::vector<float> x(n * tokens);
+      for (int64_t i = 0; i < n * tokens; ++i) x[i] = float(act(rng));
+      for (int64_t i = 0; i < n * tokens; i += 32) x[i + (i / 32) % 32] = (i / 32) % 2 ? 127.0f : -127.0f;
+      std::vector<int64_t> want(rows * tokens);
+      for (int64_t r = 0; r < rows; ++r) {
+        const auto wd = test::decode_row(t, w.data() + r * rb, n);
+        for (int64_t tk = 0; tk < tokens; ++tk) {
+          int64_t s = 0;
+          for (int64_t i = 0; i < n; ++i) s += int64_t(wd[i]) * int64_t(x[tk * n + i]);
+          want[tk * rows + r] = s;
+        }
+      }
+      const MatView view{t, n, rows, w.data(), static_cast<size_t>(rb)};
+      for (Isa isa : test::available_isas()) {
+        force_isa(isa);
+        std::vector<float> y(rows * tokens);
+        matmul(view, x.data(), n, tokens, y.data(), rows, pool);
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_EQ(double(y[i]), double(want[i])) << dtype_name(t) << " " << isa_name(isa) << " n=" << n << " i=" << i;
+        std::vector<uint8_t> a(act_row_bytes(t, n));
+        quantize_act_row(t, x.data(), a.data(), n);
+        ASSERT_EQ(double(vec_dot(t, n, w.data(), a.data())), double(want[0])) << dtype_name(t) << " " << isa_name(isa);
+      }
+    }
+  }
 }
