@@ -57,6 +57,20 @@ struct Q8_0Wide {
 
 alignas(64) constexpr uint8_t kZeroBlock[64] = {};
 
+// vpinsrw from memory; k is a constant once the caller's loop is unrolled.
+inline __m128i insert_u16(__m128i v, const uint16_t* p, int k) {
+  switch (k) {
+    case 1: return _mm_insert_epi16(v, *p, 1);
+    case 2: return _mm_insert_epi16(v, *p, 2);
+    case 3: return _mm_insert_epi16(v, *p, 3);
+    case 4: return _mm_insert_epi16(v, *p, 4);
+    case 5: return _mm_insert_epi16(v, *p, 5);
+    case 6: return _mm_insert_epi16(v, *p, 6);
+    case 7: return _mm_insert_epi16(v, *p, 7);
+    default: return _mm_insert_epi16(v, *p, 0);
+  }
+}
+
 template <class F, int RG, int C>
 void tile_wide(int64_t n, const void* wp, size_t ws, int nr, const void* ap, size_t as, int nc, float* y,
                size_t ys) {
@@ -85,15 +99,17 @@ void tile_wide(int64_t n, const void* wp, size_t ws, int nr, const void* ap, siz
 #pragma GCC unroll 8
     for (int g = 0; g < RG; ++g) {
       __m512i z[4];
-      uint16_t d[8];
+      // The 8 fp16 scales [rows 0..3 of block b, rows 0..3 of block b+1], inserted from memory
+      // (eight 2-byte stores and one 16-byte reload would stall store forwarding).
+      __m128i d16 = _mm_cvtsi32_si128(wrow[4 * g][b].d);
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         const W& b0 = wrow[4 * g + i][b];
         const W& b1 = two ? wrow[4 * g + i][b + 1] : wzero;
         if constexpr (C == 1) _mm_prefetch(reinterpret_cast<const char*>(&b0 + kPrefetchBlocks), _MM_HINT_T0);
         z[i] = F::weights(b0, b1);
-        d[i] = b0.d;
-        d[4 + i] = b1.d;
+        if (i > 0) d16 = insert_u16(d16, &b0.d, i);
+        d16 = insert_u16(d16, &b1.d, 4 + i);
       }
       const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
       const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
@@ -101,11 +117,6 @@ void tile_wide(int64_t n, const void* wp, size_t ws, int nr, const void* ap, siz
       v[g][1] = _mm512_unpackhi_epi64(t0, t2);
       v[g][2] = _mm512_unpacklo_epi64(t1, t3);
       v[g][3] = _mm512_unpackhi_epi64(t1, t3);
-      // (built in registers: eight 2-byte stores and one 16-byte reload would stall store forwarding)
-      const __m128i d16 = _mm_setr_epi16(static_cast<short>(d[0]), static_cast<short>(d[1]),
-                                         static_cast<short>(d[2]), static_cast<short>(d[3]),
-                                         static_cast<short>(d[4]), static_cast<short>(d[5]),
-                                         static_cast<short>(d[6]), static_cast<short>(d[7]));
       const __m256 d8 = _mm256_cvtph_ps(d16);
       dw[g] = _mm512_permutexvar_ps(row_idx, _mm512_castps256_ps512(d8));
     }
