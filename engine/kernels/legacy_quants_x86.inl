@@ -8,8 +8,8 @@
 // extra product per token, shared by every row of a tile). Each lane's int32 is converted and
 // scaled by d_w * d_a into a float accumulator per (row, token); the lanes are summed at the end.
 // A tile of R rows x C tokens loads each weight block once and each activation block once.
-// Every output is computed in the same order whatever R and C are, so threading and tiling do
-// not change results.
+// Every output is computed in the same order whatever the tile's fill, so threading and tiling
+// do not change results. (The AVX-512 file adds 512-bit tiles for Q4_0 and Q8_0.)
 
 inline float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -378,15 +378,6 @@ struct TileTable {
   }
 };
 
-template <class F>
-struct QTile {
-  template <int R, int C>
-  struct K {
-    static void run(int64_t n, const void* w, size_t ws, const void* a, size_t as, float* y, size_t ys) {
-      tile_q<F, R, C>(n, w, ws, a, as, y, ys);
-    }
-  };
-};
 template <DType T>
 struct FTile {
   template <int R, int C>
