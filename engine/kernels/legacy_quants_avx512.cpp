@@ -137,10 +137,11 @@ void tile_wide(int64_t n, const void* wp, size_t ws, int nr, const void* ap, siz
       const __m512 da = _mm512_permutexvar_ps(tok_idx, _mm512_castps128_ps512(da2));
 #pragma GCC unroll 8
       for (int g = 0; g < RG; ++g) {
-        __m512i p = _mm512_dpbusd_epi32(base, v[g][0], a0b);
-        p = _mm512_dpbusd_epi32(p, v[g][1], a1b);
-        p = _mm512_dpbusd_epi32(p, v[g][2], a2b);
-        p = _mm512_dpbusd_epi32(p, v[g][3], a3b);
+        // two chains of two (integer sums: exact in any order) for a shorter dependency path
+        const __m512i p01 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(base, v[g][0], a0b), v[g][1], a1b);
+        const __m512i p23 =
+            _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), v[g][2], a2b), v[g][3], a3b);
+        const __m512i p = _mm512_add_epi32(p01, p23);
         acc[g][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[g], da), acc[g][c]);
       }
     }
