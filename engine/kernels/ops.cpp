@@ -5,6 +5,22 @@
 #include "kernels/kernels.h"
 
 namespace llmesh::ops {
+
+#if defined(__x86_64__)
+namespace avx2 {  // ops_avx2.cpp
+float dot_f32(const float* a, const float* b, int n);
+float dot_f16(const float* a, const uint16_t* b, int n);
+void axpy_f32(float* y, float a, const float* x, int n);
+void axpy_f16(float* y, float a, const uint16_t* x, int n);
+void swiglu(float* out, const float* gate, const float* up, int n);
+float exp_sum(float* x, int n, float mx);
+}  // namespace avx2
+#define LLMESH_SIMD_OPS(call) \
+  if (kernels::active_isa() != kernels::Isa::Scalar) return avx2::call
+#else
+#define LLMESH_SIMD_OPS(call) ((void)0)
+#endif
+
 namespace {
 
 // Exact half -> float for all 65536 values, built once (256 KiB, hot in L2 for attention).
@@ -32,15 +48,23 @@ void softmax(float* x, int n) {
   float mx = x[0];
   for (int i = 1; i < n; ++i) mx = std::max(mx, x[i]);
   double sum = 0;
-  for (int i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
-    sum += x[i];
+#if defined(__x86_64__)
+  if (kernels::active_isa() != kernels::Isa::Scalar) {
+    sum = avx2::exp_sum(x, n, mx);
+  } else
+#endif
+  {
+    for (int i = 0; i < n; ++i) {
+      x[i] = std::exp(x[i] - mx);
+      sum += x[i];
+    }
   }
   float inv = static_cast<float>(1.0 / sum);
   for (int i = 0; i < n; ++i) x[i] *= inv;
 }
 
 void swiglu(float* out, const float* gate, const float* up, int n) {
+  LLMESH_SIMD_OPS(swiglu(out, gate, up, n));
   for (int i = 0; i < n; ++i) {
     float g = gate[i];
     out[i] = g / (1.0f + std::exp(-g)) * up[i];
@@ -72,12 +96,14 @@ void rope(float* x, int n_heads, int head_dim, int rope_dims, const float* cos, 
 }
 
 float dot_f32(const float* a, const float* b, int n) {
+  LLMESH_SIMD_OPS(dot_f32(a, b, n));
   float s = 0;
   for (int i = 0; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 
 float dot_f16(const float* a, const uint16_t* b, int n) {
+  LLMESH_SIMD_OPS(dot_f16(a, b, n));
   const float* t = half_table();
   float s = 0;
   for (int i = 0; i < n; ++i) s += a[i] * t[b[i]];
@@ -85,10 +111,12 @@ float dot_f16(const float* a, const uint16_t* b, int n) {
 }
 
 void axpy_f32(float* y, float a, const float* x, int n) {
+  LLMESH_SIMD_OPS(axpy_f32(y, a, x, n));
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
 void axpy_f16(float* y, float a, const uint16_t* x, int n) {
+  LLMESH_SIMD_OPS(axpy_f16(y, a, x, n));
   const float* t = half_table();
   for (int i = 0; i < n; ++i) y[i] += a * t[x[i]];
 }
