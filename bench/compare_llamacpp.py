@@ -351,9 +351,12 @@ def main():
     ap.add_argument("--quiet-idle", type=float, default=0.25,
                     help="before each run wait until others use at most this CPU fraction")
     ap.add_argument("--quiet-timeout", type=int, default=120, help="max seconds to wait per run")
-    ap.add_argument("--noisy", type=float, default=0.15,
+    ap.add_argument("--noisy", type=float, default=0.05,
                     help="a run during which others used more than this CPU fraction is 'noisy'; "
                          "medians use only quiet runs when there are any")
+    ap.add_argument("--max-extra", type=int, default=3,
+                    help="extra alternating repetitions while an engine has fewer than "
+                         "ceil(reps/2) quiet runs")
     ap.add_argument("--timeout", type=int, default=1800, help="per engine invocation")
     ap.add_argument("--out", default=os.path.join(OUT_DIR, "results.json"))
     a = ap.parse_args()
@@ -419,7 +422,19 @@ def main():
         if not have_node:
             C["note"] = "not measured (--skip-llamacpp or node script missing)"
         log("== %s (%s, %.0f MB weights/token)" % (name, entry["path"], wbt / 1e6))
-        for rep in range(a.reps):
+        def quiet_count(e):
+            return sum(1 for r in e["runs"] if not r.get("_noisy"))
+
+        need = (a.reps + 1) // 2  # want a majority of quiet runs per engine
+        rep = 0
+        short = None
+        while True:
+            if rep >= a.reps:
+                short = [e for e, on in ((L, have_llmesh), (C, have_node))
+                         if on and quiet_count(e) < need]
+                if not short or rep >= a.reps + a.max_extra:
+                    break
+                log("  extra repetition %d (fewer than %d quiet runs so far)" % (rep + 1, need))
             # alternate the order each repetition so neither engine always goes first
             order = ["llmesh", "llamacpp"] if rep % 2 == 0 else ["llamacpp", "llmesh"]
             for eng in order:
@@ -433,6 +448,8 @@ def main():
                     tgt = C
                 else:
                     continue
+                if short is not None and not any(tgt is e for e in short):
+                    continue  # extra repetitions only for the engine that lacks quiet runs
                 busy = wait_quiet(a.quiet_idle, a.quiet_timeout)
                 s0 = _cpu_snap()
                 d, err = run_json(cmd, a.timeout)
@@ -452,6 +469,8 @@ def main():
                     eng, rep + 1, d.get("prefill_tok_s") or 0, d.get("decode_tok_s") or 0,
                     "?" if ob is None else "%.0f%%" % (100 * ob),
                     ": NOISY" if d["_noisy"] else ""))
+
+            rep += 1
 
     measure_bw()
     bw = None
