@@ -57,6 +57,7 @@ struct Q8_0Wide {
 
 alignas(64) constexpr uint8_t kZeroBlock[64] = {};
 
+
 // vpinsrw from memory; k is a constant once the caller's loop is unrolled.
 inline __m128i insert_u16(__m128i v, const uint16_t* p, int k) {
   switch (k) {
@@ -90,10 +91,19 @@ void tile_wide(int64_t n, const void* wp, size_t ws, int nr, const void* ap, siz
   for (int g = 0; g < RG; ++g)
 #pragma GCC unroll 8
     for (int c = 0; c < C; ++c) acc[g][c] = _mm512_setzero_ps();
+  const char* next_tile = static_cast<const char*>(wp) + R * ws;
   const int64_t nb = n / kQK;
   // One pair of blocks (b, b+1); without Two the second block is the zero block.
   auto pair = [&]<bool Two>(int64_t b) __attribute__((always_inline)) {
     constexpr bool two = Two;
+    if constexpr (C == 1) {
+      // Decode streams the weights once: while this tile's rows are consumed, fetch the next
+      // tile's rows (the same number of bytes, contiguous right after them) at the same pace.
+      constexpr int kBytes = 2 * R * static_cast<int>(sizeof(W));
+      const char* pf = next_tile + (b / 2) * kBytes;
+#pragma GCC unroll 16
+      for (int k = 0; k < kBytes; k += 64) _mm_prefetch(pf + k, kPrefetchHint);
+    }
     __m512i v[RG][4];
     __m512 dw[RG];
 #pragma GCC unroll 8
@@ -106,7 +116,6 @@ void tile_wide(int64_t n, const void* wp, size_t ws, int nr, const void* ap, siz
       for (int i = 0; i < 4; ++i) {
         const W& b0 = wrow[4 * g + i][b];
         const W& b1 = two ? wrow[4 * g + i][b + 1] : wzero;
-        if constexpr (C == 1) _mm_prefetch(reinterpret_cast<const char*>(&b0 + kPrefetchBlocks), _MM_HINT_T0);
         z[i] = F::weights(b0, b1);
         if (i > 0) d16 = insert_u16(d16, &b0.d, i);
         d16 = insert_u16(d16, &b1.d, 4 + i);

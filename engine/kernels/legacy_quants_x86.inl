@@ -182,8 +182,11 @@ float tile_vec_dot(int64_t n, const void* w, const void* a) {
 // times d_a) and one FMA then serve 4 (row, token) pairs. Row groups of 4 (RG of them) and C
 // tokens per tile; missing rows/tokens of an edge tile repeat the first one (results dropped),
 // so each output sees the same operations whatever the tile's fill.
-// Decode streams many rows at once; prefetch this far ahead of each (past the row end is harmless).
-constexpr int kPrefetchBlocks = 64;
+// Decode (one token) streams the weights once. A tile's rows are contiguous, and so are the next
+// tile's: while one tile is consumed, the next one is prefetched into L2 at the same pace (as
+// many bytes per step as the step consumes). Much faster than per-row prefetches a fixed number
+// of blocks ahead or the hardware prefetchers alone (x2 on Zen 4); past the end is harmless.
+constexpr auto kPrefetchHint = _MM_HINT_T1;
 
 template <class F, int RG, int C>
 void tile_q4rows(int64_t n, const void* wp, size_t ws, int nr, const void* ap, size_t as, int nc, float* y,
@@ -198,6 +201,7 @@ void tile_q4rows(int64_t n, const void* wp, size_t ws, int nr, const void* ap, s
   for (int g = 0; g < RG; ++g)
 #pragma GCC unroll 8
     for (int c = 0; c < C; ++c) acc[g][c] = _mm256_setzero_ps();
+  const char* next_tile = static_cast<const char*>(wp) + R * ws;
   const int64_t nb = n / kQK;
   for (int64_t b = 0; b < nb; ++b) {
     __m256i av[C], base[C];
@@ -214,6 +218,12 @@ void tile_q4rows(int64_t n, const void* wp, size_t ws, int nr, const void* ap, s
       else
         base[c] = _mm256_setzero_si256();
     }
+    if constexpr (C == 1) {
+      constexpr int kBytes = R * static_cast<int>(sizeof(typename F::W));
+      const char* pf = next_tile + b * kBytes;
+#pragma GCC unroll 16
+      for (int k = 0; k < kBytes; k += 64) _mm_prefetch(pf + k, kPrefetchHint);
+    }
 #pragma GCC unroll 8
     for (int g = 0; g < RG; ++g) {
       const typename F::W* wb[4];
@@ -221,7 +231,6 @@ void tile_q4rows(int64_t n, const void* wp, size_t ws, int nr, const void* ap, s
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         wb[i] = reinterpret_cast<const typename F::W*>(wrow[4 * g + i]) + b;
-        if constexpr (C == 1) _mm_prefetch(reinterpret_cast<const char*>(wb[i] + kPrefetchBlocks), _MM_HINT_T0);
         u[i] = F::bytes(*wb[i]);
       }
       // [d0 d1 d2 d3 d0 d1 d2 d3] as floats
