@@ -71,9 +71,11 @@ void swiglu(float* out, const float* gate, const float* up, int n) {
   }
 }
 
-void rope_angles(float* cos, float* sin, int rope_dims, int pos, float base, float freq_scale) {
+void rope_angles(float* cos, float* sin, int rope_dims, int pos, float base, float freq_scale,
+                 const float* freq_factors) {
   for (int i = 0; i < rope_dims / 2; ++i) {
     double freq = std::pow(static_cast<double>(base), -2.0 * i / rope_dims);
+    if (freq_factors) freq /= freq_factors[i];
     double a = static_cast<double>(pos) * freq_scale * freq;
     cos[i] = static_cast<float>(std::cos(a));
     sin[i] = static_cast<float>(std::sin(a));

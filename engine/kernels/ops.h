@@ -17,8 +17,10 @@ void swiglu(float* out, const float* gate, const float* up, int n);
 // otherwise adjacent pairs (2i, 2i+1).
 void rope(float* x, int n_heads, int head_dim, int rope_dims, const float* cos, const float* sin,
           bool neox);
-// cos/sin of position `pos` for rope_dims/2 frequencies base^(-2i/rope_dims), times freq_scale.
-void rope_angles(float* cos, float* sin, int rope_dims, int pos, float base, float freq_scale);
+// cos/sin of position `pos` for rope_dims/2 frequencies base^(-2i/rope_dims), times freq_scale,
+// each divided by freq_factors[i] when given (Llama 3.1 long-context scaling).
+void rope_angles(float* cos, float* sin, int rope_dims, int pos, float base, float freq_scale,
+                 const float* freq_factors = nullptr);
 
 float dot_f32(const float* a, const float* b, int n);
 float dot_f16(const float* a, const uint16_t* b, int n);  // b is IEEE half

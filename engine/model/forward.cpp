@@ -85,7 +85,8 @@ std::span<const float> Forward::run(const Batch& b) {
   grow(rope_sin_, static_cast<size_t>(T) * half);
   for (int t = 0; t < T; ++t)
     ops::rope_angles(&rope_cos_[static_cast<size_t>(t) * half], &rope_sin_[static_cast<size_t>(t) * half],
-                     cfg_.rope_dims, b.pos[t], cfg_.rope_base, cfg_.rope_freq_scale);
+                     cfg_.rope_dims, b.pos[t], cfg_.rope_base, cfg_.rope_freq_scale,
+                     model_.rope_freq_factors().empty() ? nullptr : model_.rope_freq_factors().data());
 
   embed(b, T);
   for (int il = model_.first_layer(); il < model_.last_layer(); ++il) {

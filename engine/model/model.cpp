@@ -93,6 +93,7 @@ std::unique_ptr<Model> Model::load(std::shared_ptr<const GgufFile> file, const M
     m->output_ = L.find("output.weight") ? L.matrix("output.weight", c.n_embd, c.n_vocab)
                                          : m->token_embd_;  // tied embeddings
   }
+  m->rope_freqs_ = L.vector("rope_freqs.weight", c.rope_dims / 2, true);
   for (int il = first; il < last; ++il) {
     const std::string p = fmt::format("blk.{}.", il);
     LayerWeights w;

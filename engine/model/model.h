@@ -55,6 +55,8 @@ class Model {
   const kernels::MatView& token_embd() const { return token_embd_; }
   const kernels::MatView& output() const { return output_; }
   const std::vector<float>& output_norm() const { return output_norm_; }
+  // Per-frequency RoPE divisors (`rope_freqs.weight`, Llama 3.1+); empty when absent.
+  const std::vector<float>& rope_freq_factors() const { return rope_freqs_; }
 
   // Bytes of weights one decode step reads (embedding row excluded; for MoE, the used
   // fraction of expert matrices). Used for bandwidth figures.
@@ -68,6 +70,7 @@ class Model {
   std::vector<LayerWeights> layers_;
   kernels::MatView token_embd_, output_;
   std::vector<float> output_norm_;
+  std::vector<float> rope_freqs_;
 };
 
 }  // namespace llmesh
