@@ -349,7 +349,18 @@ void tile_f(int64_t n, const void* wp, size_t ws, const void* ap, size_t as, flo
   const float* arow[C];
   for (int r = 0; r < R; ++r) wrow[r] = w + r * ws;
   for (int c = 0; c < C; ++c) arow[c] = reinterpret_cast<const float*>(a + c * as);
-  for (int64_t i = 0; i < nv; i += kV) step(wrow, i, arow, i);
+  if constexpr (C == 1) {  // decode: prefetch the next tile's rows as in tile_q4rows
+    constexpr int kBytes = R * kV * static_cast<int>(sizeof(E));
+    const char* next_tile = static_cast<const char*>(wp) + R * ws;
+    for (int64_t i = 0; i < nv; i += kV) {
+      const char* pf = next_tile + i / kV * kBytes;
+#pragma GCC unroll 16
+      for (int k = 0; k < kBytes; k += 64) _mm_prefetch(pf + k, kPrefetchHint);
+      step(wrow, i, arow, i);
+    }
+  } else {
+    for (int64_t i = 0; i < nv; i += kV) step(wrow, i, arow, i);
+  }
   if (nv < n) {  // zero-padded last vector
     alignas(64) E wt[R][kV] = {};
     alignas(64) float at[C][kV] = {};
