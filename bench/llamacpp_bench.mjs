@@ -111,7 +111,7 @@ async function main() {
   const sampler = new llama._bindings.AddonSampler(model._model);
   sampler.applyConfig({ temperature: 0, minP: 0, topK: 0, topP: 1, seed: 0 });
 
-  // Deterministic pseudo-random prompt of ordinary (non-control) tokens.
+  // Deterministic pseudo-random prompt tokens (speed does not depend on which ids).
   // vocab size = rows of token_embd.weight (dims [n_embd, n_vocab]) from the GGUF header
   const embd = (model.fileInfo?.tensorInfo ?? []).find((t) => t.name === "token_embd.weight");
   const vocab = Number(embd?.dimensions?.[1] ?? 0);
