@@ -191,7 +191,7 @@ void set_wide(TypeKernels& k) {
 
 #ifndef LLMESH_WIDE_RG
 #define LLMESH_WIDE_RG 3
-#define LLMESH_WIDE_C 6
+#define LLMESH_WIDE_C 8
 #endif
 constexpr int kWideRowGroups = LLMESH_WIDE_RG, kWideTokens = LLMESH_WIDE_C;
 
