@@ -125,7 +125,9 @@ void matmul_rows(const MatView& W, int64_t row_begin, int64_t row_end, const flo
   const int64_t tr = k->tile ? k->tile_rows : 1;
   int64_t chunk;
   if (n_tokens == 1) {
-    chunk = round_up(std::max<int64_t>(16, rows / (int64_t(nth) * 8)), tr);
+    // (about 4 chunks per thread: decode kernels prefetch one tile past their rows, wasted at a
+    // chunk end, so chunks are not made smaller than needed for balance)
+    chunk = round_up(std::max<int64_t>(16, rows / (int64_t(nth) * 4)), tr);
   } else {
     const int64_t fit = std::max<int64_t>(tr, (96 * 1024 / std::max<size_t>(W.row_bytes, 1)) / tr * tr);
     const int64_t share = round_up(std::max<int64_t>(1, rows / (int64_t(nth) * 4)), tr);
