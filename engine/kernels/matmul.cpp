@@ -4,7 +4,7 @@
 //    (F32/F16/BF16 weights read X directly).
 // 2. Weight rows are handed to the pool's threads in chunks from a shared counter
 //    (ThreadPool::run_dynamic: a worker that does not show up in time is not waited for).
-//    Decode (one token): chunks of ~1/8 of a thread's share, each a contiguous stream of rows.
+//    Decode (one token): about 4 chunks per thread, each a contiguous stream of rows.
 //    Prefill (many tokens): chunks small enough to stay in L2; inside a chunk the loop runs over
 //    token tiles, and within each, over row tiles with the type's register-blocked `tile`
 //    kernel, so a weight tile is reused across all tokens while a few activation rows stay in L1.
