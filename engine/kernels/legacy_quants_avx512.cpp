@@ -6,7 +6,9 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
+#include <new>
 #include <type_traits>
 
 #include "kernels/fp16.h"
@@ -187,6 +189,173 @@ void set_wide(TypeKernels& k) {
   k.tile_rows = 4 * RG;
   k.tile_cols = C;
 }
+
+// ---- Packed panels for many tokens (Q4_0, Q8_0) ------------------------------------------
+// A panel of 32 weight rows is packed, once per matmul call, into a thread-local buffer laid
+// out for the microkernel: per block b, 8 x 2 vectors of 64 bytes (vector [k][v] holds dword k,
+// i.e. elements 4k..4k+3, of rows 16v..16v+15 as unsigned bytes: Q4_0 nibbles expanded, Q8_0
+// as w + 128), then the 32 row scales as f32. Activations of the call are quantized to the
+// panel format: per token, the int8 quants contiguous, then per block the f32 scale and
+// -offset * sum(quants) as int32 (the offset correction, exact in int32).
+// The microkernel, for 32 rows x T tokens and each block: starts the int32 sums at the offset
+// correction, 8 x 2 x T vpdpbusd with the activation dword broadcast from memory, then one
+// convert and (d_w * d_a) FMA per 16 (row, token) pairs. Every output sees the same sequence of
+// operations (integer block sums, then float FMAs in block order) whatever the panel's fill,
+// the token count or the thread, so results do not depend on them.
+constexpr int kPanelRows = 32;
+constexpr int kPanelTokens = 6;
+constexpr int64_t kPanelBlockBytes = 8 * 2 * 64 + kPanelRows * 4;
+
+inline size_t panel_act_bytes(int64_t n) { return static_cast<size_t>(n + (n / kQK) * 8); }
+
+template <int kOffset>
+void quantize_panel_act(const float* x, void* dst, int64_t n) {
+  auto* q = static_cast<int8_t*>(dst);
+  const int64_t nb = n / kQK;
+  auto* d = reinterpret_cast<float*>(q + n);
+  auto* off = reinterpret_cast<int32_t*>(q + n + nb * 4);
+  for (int64_t b = 0; b < nb; ++b) {
+    int8_t* qb = q + b * kQK;
+    // fp16-rounded scale, as in Q8_0 activation blocks
+    d[b] = half_to_float(float_to_half(quantize_block(x + b * kQK, qb, nullptr)));
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb));
+    const __m512i w = _mm512_cvtepi8_epi16(v);
+    off[b] = -kOffset * _mm512_reduce_add_epi32(_mm512_madd_epi16(w, _mm512_set1_epi16(1)));
+  }
+}
+
+class PanelBuffer {
+ public:
+  uint8_t* get(size_t bytes) {
+    if (bytes > cap_) {
+      if (buf_) ::operator delete[](buf_, std::align_val_t{64});
+      cap_ = std::max(bytes, cap_ * 2);
+      buf_ = static_cast<uint8_t*>(::operator new[](cap_, std::align_val_t{64}));
+    }
+    return buf_;
+  }
+  ~PanelBuffer() {
+    if (buf_) ::operator delete[](buf_, std::align_val_t{64});
+  }
+
+ private:
+  uint8_t* buf_ = nullptr;
+  size_t cap_ = 0;
+};
+thread_local PanelBuffer t_panel;
+
+// Packs nr <= 32 rows (missing rows: zero scales) of nb blocks into dst.
+template <class W>
+void pack_panel(int64_t nb, const uint8_t* w, size_t ws, int nr, uint8_t* dst) {
+  for (int v = 0; v < 2; ++v) {
+    const int have = std::clamp(nr - 16 * v, 0, 16);
+    const __mmask16 m = static_cast<__mmask16>((1u << have) - 1);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(static_cast<int>(ws)));
+    const uint8_t* rows = w + static_cast<size_t>(16 * v) * ws * (have > 0);
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = rows + b * sizeof(W);
+      uint8_t* out = dst + b * kPanelBlockBytes + v * 64;
+      const __m512i z = _mm512_setzero_si512();
+      if constexpr (std::is_same_v<W, BlockQ4_0>) {
+        const __m512i lo4 = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          const __m512i q = _mm512_mask_i32gather_epi32(z, m, idx, blk + 2 + 4 * k, 1);
+          _mm512_store_si512(out + k * 128, _mm512_and_si512(q, lo4));
+          _mm512_store_si512(out + (k + 4) * 128, _mm512_and_si512(_mm512_srli_epi16(q, 4), lo4));
+        }
+      } else {
+        const __m512i x80 = _mm512_set1_epi8(static_cast<char>(0x80));
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) {
+          const __m512i q = _mm512_mask_i32gather_epi32(z, m, idx, blk + 2 + 4 * k, 1);
+          _mm512_store_si512(out + k * 128, _mm512_xor_si512(q, x80));
+        }
+      }
+      const __m512i d = _mm512_mask_i32gather_epi32(z, m, idx, blk, 1);
+      _mm512_store_ps(dst + b * kPanelBlockBytes + 1024 + v * 64, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)));
+    }
+  }
+}
+
+template <int T>
+void panel_micro(int64_t n, const uint8_t* pk, int nr, const uint8_t* a, size_t as, float* y, size_t ys) {
+  const int64_t nb = n / kQK;
+  const int8_t* aq[T];
+  const float* ad[T];
+  const int32_t* ao[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    aq[t] = reinterpret_cast<const int8_t*>(a + t * as);
+    ad[t] = reinterpret_cast<const float*>(a + t * as + n);
+    ao[t] = reinterpret_cast<const int32_t*>(a + t * as + n + nb * 4);
+  }
+  __m512 acc[2][T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = pk + b * kPanelBlockBytes;
+    __m512i p[2][T];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) p[0][t] = p[1][t] = _mm512_set1_epi32(ao[t][b]);
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      const __m512i w0 = _mm512_load_si512(blk + k * 128), w1 = _mm512_load_si512(blk + k * 128 + 64);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        int32_t av;
+        std::memcpy(&av, aq[t] + b * kQK + 4 * k, 4);
+        const __m512i ab = _mm512_set1_epi32(av);
+        p[0][t] = _mm512_dpbusd_epi32(p[0][t], w0, ab);
+        p[1][t] = _mm512_dpbusd_epi32(p[1][t], w1, ab);
+      }
+    }
+    const __m512 dw0 = _mm512_load_ps(blk + 1024), dw1 = _mm512_load_ps(blk + 1088);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512 da = _mm512_set1_ps(ad[t][b]);
+      acc[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[0][t]), _mm512_mul_ps(dw0, da), acc[0][t]);
+      acc[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[1][t]), _mm512_mul_ps(dw1, da), acc[1][t]);
+    }
+  }
+  const __mmask16 m0 = static_cast<__mmask16>((1u << std::clamp(nr, 0, 16)) - 1);
+  const __mmask16 m1 = static_cast<__mmask16>((1u << std::clamp(nr - 16, 0, 16)) - 1);
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    _mm512_mask_storeu_ps(y + t * ys, m0, acc[0][t]);
+    _mm512_mask_storeu_ps(y + t * ys + 16, m1, acc[1][t]);
+  }
+}
+
+template <class W>
+void panel_gemm(int64_t n, const void* w, size_t ws, int nr, const void* a, size_t as, int64_t nc, float* y,
+                size_t ys) {
+  const int64_t nb = n / kQK;
+  uint8_t* pk = t_panel.get(static_cast<size_t>(nb * kPanelBlockBytes));
+  pack_panel<W>(nb, static_cast<const uint8_t*>(w), ws, nr, pk);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  int64_t c = 0;
+  for (; c + kPanelTokens <= nc; c += kPanelTokens) panel_micro<kPanelTokens>(n, pk, nr, ap + c * as, as, y + c * ys, ys);
+  switch (nc - c) {
+    case 1: panel_micro<1>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
+    case 2: panel_micro<2>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
+    case 3: panel_micro<3>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
+    case 4: panel_micro<4>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
+    case 5: panel_micro<5>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
+    default: break;
+  }
+  static_assert(kPanelTokens == 6);
+}
+
+template <class W, int kOffset>
+void set_panel(TypeKernels& k) {
+  k.panel_act_bytes = &panel_act_bytes;
+  k.panel_quantize_act = &quantize_panel_act<kOffset>;
+  k.panel = &panel_gemm<W>;
+  k.panel_rows = kPanelRows;
+  k.panel_min_tokens = 16;
+}
 }  // namespace
 
 #ifndef LLMESH_WIDE_RG
@@ -204,6 +373,8 @@ void register_legacy_avx512(TypeKernels* table) {
   set_q4rows<Q8_0Fmt, 2, 4>(at(DType::Q8_0), quantize_q8_0);
   set_wide<Q4_0Wide, kWideRowGroups, kWideTokens>(at(DType::Q4_0));
   set_wide<Q8_0Wide, kWideRowGroups, kWideTokens>(at(DType::Q8_0));
+  set_panel<BlockQ4_0, 8>(at(DType::Q4_0));
+  set_panel<BlockQ8_0, 128>(at(DType::Q8_0));
   set_kernels<FTile<DType::F32>::template K, 4, 4>(at(DType::F32), nullptr);
   set_kernels<FTile<DType::F16>::template K, 4, 4>(at(DType::F16), nullptr);
   set_kernels<FTile<DType::BF16>::template K, 4, 4>(at(DType::BF16), nullptr);

@@ -55,12 +55,21 @@ struct Job {
   int64_t n_tokens;
   float* y;
   int64_t y_stride;
+  bool panel;
   int64_t chunk;
   std::atomic<int64_t> next;
 };
 
 void run_rows(const Job& j, int64_t rb, int64_t re) {
   const TypeKernels& k = *j.k;
+  if (j.panel) {
+    for (int64_t r = rb; r < re; r += k.panel_rows) {
+      const int nr = static_cast<int>(std::min<int64_t>(k.panel_rows, re - r));
+      k.panel(j.n, j.w + r * j.w_stride, j.w_stride, nr, j.act, j.act_stride, j.n_tokens, j.y + r,
+              static_cast<size_t>(j.y_stride));
+    }
+    return;
+  }
   if (!k.tile) {
     for (int64_t t = 0; t < j.n_tokens; ++t) {
       const uint8_t* a = j.act + t * j.act_stride;
@@ -98,9 +107,26 @@ void matmul_rows(const MatView& W, int64_t row_begin, int64_t row_end, const flo
   const int nth = pool.size();
 
   // 1. Activations.
+  const bool panel = k->panel && n_tokens >= k->panel_min_tokens;
   const uint8_t* act;
   size_t act_stride;
-  if (k->act == DType::F32) {
+  if (panel) {
+    if (!dtype_row_bytes(k->act, n))
+      throw std::runtime_error("matmul: " + std::to_string(n) + " columns is not a whole number of blocks");
+    act_stride = round_up(static_cast<int64_t>(k->panel_act_bytes(n)), kAlign);
+    uint8_t* buf = t_act.get(act_stride * n_tokens);
+    auto quant = k->panel_quantize_act;
+    if (nth > 1) {
+      std::atomic<int64_t> next_token{0};
+      pool.run_dynamic([&](int, int) {
+        for (int64_t t; (t = next_token.fetch_add(1, std::memory_order_relaxed)) < n_tokens;)
+          quant(X + t * x_stride, buf + t * act_stride, n);
+      });
+    } else {
+      for (int64_t t = 0; t < n_tokens; ++t) quant(X + t * x_stride, buf + t * act_stride, n);
+    }
+    act = buf;
+  } else if (k->act == DType::F32) {
     act = reinterpret_cast<const uint8_t*>(X);
     act_stride = static_cast<size_t>(x_stride) * sizeof(float);
   } else {
@@ -124,7 +150,11 @@ void matmul_rows(const MatView& W, int64_t row_begin, int64_t row_end, const flo
   const int64_t rows = row_end - row_begin;
   const int64_t tr = k->tile ? k->tile_rows : 1;
   int64_t chunk;
-  if (n_tokens == 1) {
+  if (panel) {
+    // each panel call packs its rows once and runs every token over them
+    const int64_t pr = k->panel_rows;
+    chunk = round_up(std::max<int64_t>(1, rows / (int64_t(nth) * 8)), pr);
+  } else if (n_tokens == 1) {
     // (about 4 chunks per thread: decode kernels prefetch one tile past their rows, wasted at a
     // chunk end, so chunks are not made smaller than needed for balance)
     chunk = round_up(std::max<int64_t>(16, rows / (int64_t(nth) * 4)), tr);
@@ -133,7 +163,7 @@ void matmul_rows(const MatView& W, int64_t row_begin, int64_t row_end, const flo
     const int64_t share = round_up(std::max<int64_t>(1, rows / (int64_t(nth) * 4)), tr);
     chunk = std::max<int64_t>(tr, std::min(fit, share));
   }
-  Job job{k, n, W.data, W.row_bytes, row_end, act, act_stride, n_tokens, Y, y_stride, chunk, {row_begin}};
+  Job job{k, n, W.data, W.row_bytes, row_end, act, act_stride, n_tokens, Y, y_stride, panel, chunk, {row_begin}};
   if (nth == 1 || rows <= chunk) {
     run_rows(job, row_begin, row_end);
     return;

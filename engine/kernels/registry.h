@@ -24,6 +24,17 @@ struct TypeKernels {
                int nc, float* y, size_t y_stride) = nullptr;
   int tile_rows = 0;
   int tile_cols = 0;
+  // Optional packed-panel path, used by multi-token matmul when n_tokens >= panel_min_tokens.
+  // Activations are quantized by panel_quantize_act into panel_act_bytes(n) bytes per token (a
+  // format private to the type). `panel` computes y[c * y_stride + r] = W[r] . A[c] for r < nr
+  // (nr <= panel_rows) and every c < nc: it first packs the nr weight rows into a thread-local
+  // buffer (never a persistent copy), then runs all nc tokens over that packed panel.
+  size_t (*panel_act_bytes)(int64_t n) = nullptr;
+  void (*panel_quantize_act)(const float* x, void* dst, int64_t n) = nullptr;
+  void (*panel)(int64_t n, const void* w, size_t w_stride, int nr, const void* a, size_t a_stride,
+                int64_t nc, float* y, size_t y_stride) = nullptr;
+  int panel_rows = 0;
+  int panel_min_tokens = 0;
 };
 
 // The entry used for (type, isa), after fallback; nullptr when the type is not computable.

@@ -134,6 +134,45 @@ TEST(Matmul, EveryIsaMatchesScalarOnOddShapes) {
   }
 }
 
+// Many tokens: the packed-panel path where a type has one (rows not a multiple of the panel,
+// token counts around the panel's minimum and its microkernel width, long rows).
+TEST(Matmul, ManyTokensMatchScalar) {
+  test::IsaGuard guard;
+  std::mt19937 rng(14);
+  ThreadPool pool1(1);
+  struct Shape {
+    int64_t rows, n, tokens;
+  };
+  const Shape shapes[] = {{33, 32, 2},  {1, 5632, 16},  {45, 5632, 17}, {70, 2048, 128}, {31, 96, 300},
+                          {65, 160, 23}, {97, 1024, 64}, {32, 256, 15}, {5, 64, 19}};
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q5_0, DType::F16}) {
+    for (const Shape& s : shapes) {
+      if (s.n % dtype_traits(t).block_elems) continue;
+      const Problem p = make_problem(t, s.rows, s.n, s.tokens, rng);
+      std::vector<float> want;
+      std::vector<double> mag;
+      reference(p, want, mag);
+      for (Isa isa : test::available_isas()) {
+        force_isa(isa);
+        const auto y1 = run_matmul(p, pool1);
+        const std::string what = dtype_name(t) + " " + isa_name(isa) + " rows=" + std::to_string(s.rows) +
+                                 " n=" + std::to_string(s.n) + " tokens=" + std::to_string(s.tokens);
+        for (int64_t tk = 0; tk < p.tokens; ++tk)
+          for (int64_t r = 0; r < p.y_stride; ++r) {
+            const size_t i = tk * p.y_stride + r;
+            if (r >= p.rows) {
+              ASSERT_EQ(y1[i], -7.0f) << what << " wrote outside the rows";
+              continue;
+            }
+            ASSERT_NEAR(y1[i], want[i], kRelTol * mag[i] + 1e-6) << what << " token " << tk << " row " << r;
+          }
+        ThreadPool pool(2);
+        EXPECT_EQ(run_matmul(p, pool), y1) << what << " threads=2";
+      }
+    }
+  }
+}
+
 TEST(Matmul, RowsSubsetWritesOnlyThoseRows) {
   test::IsaGuard guard;
   std::mt19937 rng(12);
