@@ -244,7 +244,27 @@ class PanelBuffer {
 };
 thread_local PanelBuffer t_panel;
 
-// Packs nr <= 32 rows (missing rows: zero scales) of nb blocks into dst.
+// Dword k (k < 4) of the 16 bytes at rows[r] + off, for r < 16, as vector k (dword r = row r):
+// lane i of Z_j holds row 4i + j, and a 4x4 dword transpose inside each 128-bit lane then
+// puts row 4i + j's dword k at position 4i + j of vector k.
+inline void transpose16x4(const uint8_t* const* rows, size_t off, __m512i out[4]) {
+  __m512i z[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    __m512i v = _mm512_castsi128_si512(load16(rows[j] + off));
+    v = _mm512_inserti32x4(v, load16(rows[4 + j] + off), 1);
+    v = _mm512_inserti32x4(v, load16(rows[8 + j] + off), 2);
+    z[j] = _mm512_inserti32x4(v, load16(rows[12 + j] + off), 3);
+  }
+  const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+  out[0] = _mm512_unpacklo_epi64(t0, t2);
+  out[1] = _mm512_unpackhi_epi64(t0, t2);
+  out[2] = _mm512_unpacklo_epi64(t1, t3);
+  out[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// Packs nr <= 32 rows (missing rows: copies of row 0 with zero scales) of nb blocks into dst.
 template <class W>
 void pack_panel(int64_t nb, const uint8_t* w, size_t ws, int nr, uint8_t* dst) {
   for (int v = 0; v < 2; ++v) {
@@ -252,28 +272,30 @@ void pack_panel(int64_t nb, const uint8_t* w, size_t ws, int nr, uint8_t* dst) {
     const __mmask16 m = static_cast<__mmask16>((1u << have) - 1);
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                            _mm512_set1_epi32(static_cast<int>(ws)));
-    const uint8_t* rows = w + static_cast<size_t>(16 * v) * ws * (have > 0);
+    const uint8_t* rows[16];
+    for (int r = 0; r < 16; ++r) rows[r] = w + (r < have ? static_cast<size_t>(16 * v + r) * ws : 0);
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* blk = rows + b * sizeof(W);
+      const size_t boff = static_cast<size_t>(b) * sizeof(W);
       uint8_t* out = dst + b * kPanelBlockBytes + v * 64;
-      const __m512i z = _mm512_setzero_si512();
+      __m512i q[4];
       if constexpr (std::is_same_v<W, BlockQ4_0>) {
         const __m512i lo4 = _mm512_set1_epi8(0x0F);
+        transpose16x4(rows, boff + 2, q);
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
-          const __m512i q = _mm512_mask_i32gather_epi32(z, m, idx, blk + 2 + 4 * k, 1);
-          _mm512_store_si512(out + k * 128, _mm512_and_si512(q, lo4));
-          _mm512_store_si512(out + (k + 4) * 128, _mm512_and_si512(_mm512_srli_epi16(q, 4), lo4));
+          _mm512_store_si512(out + k * 128, _mm512_and_si512(q[k], lo4));
+          _mm512_store_si512(out + (k + 4) * 128, _mm512_and_si512(_mm512_srli_epi16(q[k], 4), lo4));
         }
       } else {
         const __m512i x80 = _mm512_set1_epi8(static_cast<char>(0x80));
-#pragma GCC unroll 8
-        for (int k = 0; k < 8; ++k) {
-          const __m512i q = _mm512_mask_i32gather_epi32(z, m, idx, blk + 2 + 4 * k, 1);
-          _mm512_store_si512(out + k * 128, _mm512_xor_si512(q, x80));
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          transpose16x4(rows, boff + 2 + 16 * h, q);
+#pragma GCC unroll 4
+          for (int k = 0; k < 4; ++k) _mm512_store_si512(out + (4 * h + k) * 128, _mm512_xor_si512(q[k], x80));
         }
       }
-      const __m512i d = _mm512_mask_i32gather_epi32(z, m, idx, blk, 1);
+      const __m512i d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, w + 16 * v * ws * (have > 0) + boff, 1);
       _mm512_store_ps(dst + b * kPanelBlockBytes + 1024 + v * 64, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)));
     }
   }
