@@ -10,6 +10,9 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstring>
+#include <new>
+#include <type_traits>
 
 #include "kernels/kquant_blocks.h"
 
@@ -405,6 +408,264 @@ void tile_q6_k(int64_t n, const void* w, size_t ws, int nr, const void* a, size_
                 tile_q6_k_rc<2, 2>, tile_q6_k_rc<2, 3>, tile_q6_k_rc<2, 4>>(n, w, ws, nr, a, as, nc, y, ys);
 }
 
+// ---------------------------------------------------------------- packed panels (prefill)
+// As for Q4_0/Q8_0 (legacy_quants_avx512.cpp): a panel of 32 weight rows is unpacked, once per
+// matmul call, into a thread-local buffer in the microkernel's layout, and every token of the
+// call runs over it. Per super-block: 64 x 2 vectors of 64 bytes (vector [k][v] holds dword k,
+// elements 4k..4k+3, of rows 16v..16v+15 as unsigned bytes: Q4_K's 0..15, Q6_K's 0..63), then
+// f32 sub-block scales d * sc[j] per row ([j][v][16]); Q4_K adds its 8 mins as int16 pairs
+// ([k][v][16], m[2k] | m[2k+1] << 16) and -dmin per row.
+// Activations are Q8_K quantized (the same bytes and scale), then laid out per token as the
+// int8 quants contiguous, d per super-block (f32), sums of 32 as int16 (8 per super-block)
+// and -32 * sums of 16 as int32 (16 per super-block).
+// Per super-block, (row, token): vpdpbusd over each sub-block into int32 (Q6_K starting at the
+// -32 offset correction), one convert and FMA by the row's sub-block scale into a super-block
+// float sum; Q4_K: the mins . sums of 32 by 4 vpdpwssd, times -dmin; then one FMA by the token's
+// d. Every output sees the same operations whatever the panel's fill or the token count.
+constexpr int kKPanelRows = 32;
+constexpr int kKPanelTokens = 4;
+constexpr size_t kKQuantBytes = 64 * 128;                              // 8192
+constexpr size_t kQ4KPanelBytes = kKQuantBytes + 8 * 128 + 4 * 128 + 128;  // scales, min pairs, -dmin
+constexpr size_t kQ6KPanelBytes = kKQuantBytes + 16 * 128;
+
+void (*g_quantize_q8_k)(const float*, void*, int64_t) = nullptr;
+
+size_t kpanel_act_bytes(int64_t n) { return static_cast<size_t>(n + (n / QK_K) * (4 + 16 + 64)); }
+
+void kpanel_quantize_act(const float* x, void* dst, int64_t n) {
+  auto* q = static_cast<int8_t*>(dst);
+  const int64_t nsb = n / QK_K;
+  auto* d = reinterpret_cast<float*>(q + n);
+  auto* s32 = reinterpret_cast<int16_t*>(q + n + 4 * nsb);
+  auto* o16 = reinterpret_cast<int32_t*>(q + n + 20 * nsb);
+  BlockQ8K blk;
+  for (int64_t i = 0; i < nsb; ++i) {
+    g_quantize_q8_k(x + i * QK_K, &blk, QK_K);
+    std::memcpy(q + i * QK_K, blk.qs, QK_K);
+    d[i] = blk.d;
+    for (int j = 0; j < 8; ++j) s32[8 * i + j] = static_cast<int16_t>(blk.bsums[2 * j] + blk.bsums[2 * j + 1]);
+    for (int j = 0; j < 16; ++j) o16[16 * i + j] = -32 * blk.bsums[j];
+  }
+}
+
+class KPanelBuffer {
+ public:
+  uint8_t* get(size_t bytes) {
+    if (bytes > cap_) {
+      if (buf_) ::operator delete[](buf_, std::align_val_t{64});
+      cap_ = bytes > 2 * cap_ ? bytes : 2 * cap_;
+      buf_ = static_cast<uint8_t*>(::operator new[](cap_, std::align_val_t{64}));
+    }
+    return buf_;
+  }
+  ~KPanelBuffer() {
+    if (buf_) ::operator delete[](buf_, std::align_val_t{64});
+  }
+
+ private:
+  uint8_t* buf_ = nullptr;
+  size_t cap_ = 0;
+};
+thread_local KPanelBuffer t_kpanel;
+
+// Super-block rows -> unsigned element bytes in element order, and the row's scales.
+struct Q4KRow {
+  static constexpr size_t kBytes = kQ4KPanelBytes;
+  static void unpack(const uint8_t* blk, uint8_t* out, float* dsc, uint32_t* mpairs, float* ndmin) {
+    const auto* b = reinterpret_cast<const BlockQ4K*>(blk);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int ch = 0; ch < 4; ++ch) {
+      const __m256i q = load256(b->qs + 32 * ch);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out + 64 * ch), _mm256_and_si256(q, m4));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out + 64 * ch + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+    }
+    uint8_t sc[8], mn[8];
+    unpack_scale_min_k4(b->scales, sc, mn);
+    const float d = fp16(b->d);
+    for (int j = 0; j < 8; ++j) dsc[j] = d * static_cast<float>(sc[j]);
+    for (int k = 0; k < 4; ++k) mpairs[k] = static_cast<uint32_t>(mn[2 * k]) | static_cast<uint32_t>(mn[2 * k + 1]) << 16;
+    *ndmin = -fp16(b->dmin);
+  }
+};
+struct Q6KRow {
+  static constexpr size_t kBytes = kQ6KPanelBytes;
+  static void unpack(const uint8_t* blk, uint8_t* out, float* dsc, uint32_t*, float*) {
+    const auto* b = reinterpret_cast<const BlockQ6K*>(blk);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(0x03);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i l0 = load256(b->ql + 64 * h), l1 = load256(b->ql + 64 * h + 32), qh = load256(b->qh + 32 * h);
+      auto put = [&](int j, __m256i lo, int shift) {
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, shift), m3);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(out + 128 * h + 32 * j),
+                           _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)));
+      };
+      put(0, _mm256_and_si256(l0, m4), 0);
+      put(1, _mm256_and_si256(l1, m4), 2);
+      put(2, _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), 4);
+      put(3, _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), 6);
+    }
+    const float d = fp16(b->d);
+    for (int j = 0; j < 16; ++j) dsc[j] = d * static_cast<float>(b->scales[j]);
+  }
+};
+
+// Dwords 4g..4g+3 of 16 staged rows (256 bytes each) -> 4 vectors, dword r = row r: lane i of
+// z[j] holds row 4i + j, and a 4x4 dword transpose inside each 128-bit lane puts row 4i + j's
+// dword k at position 4i + j of vector k.
+inline void transpose16x4(const uint8_t* tmp, int g, __m512i out[4]) {
+  __m512i z[4];
+  LLMESH_UNROLL for (int j = 0; j < 4; ++j) {
+    __m512i v = _mm512_castsi128_si512(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp + 256 * j + 16 * g)));
+    v = _mm512_inserti32x4(v, _mm_load_si128(reinterpret_cast<const __m128i*>(tmp + 256 * (4 + j) + 16 * g)), 1);
+    v = _mm512_inserti32x4(v, _mm_load_si128(reinterpret_cast<const __m128i*>(tmp + 256 * (8 + j) + 16 * g)), 2);
+    z[j] = _mm512_inserti32x4(v, _mm_load_si128(reinterpret_cast<const __m128i*>(tmp + 256 * (12 + j) + 16 * g)), 3);
+  }
+  const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+  out[0] = _mm512_unpacklo_epi64(t0, t2);
+  out[1] = _mm512_unpackhi_epi64(t0, t2);
+  out[2] = _mm512_unpacklo_epi64(t1, t3);
+  out[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// Packs nr <= 32 rows of nsb super-blocks (missing rows: row 0's bytes with zero scales).
+template <class Row>
+void kpack_panel(int64_t nsb, const uint8_t* w, size_t ws, int nr, uint8_t* dst) {
+  alignas(64) uint8_t tmp[16 * 256];
+  alignas(64) float dsc[16][16];
+  alignas(64) uint32_t mp[16][4];
+  alignas(64) float nd[16];
+  constexpr int kSub = std::is_same_v<Row, Q4KRow> ? 8 : 16;
+  constexpr size_t kRowBytes = std::is_same_v<Row, Q4KRow> ? sizeof(BlockQ4K) : sizeof(BlockQ6K);
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    uint8_t* out = dst + sb * Row::kBytes;
+    for (int v = 0; v < 2; ++v) {
+      for (int r = 0; r < 16; ++r) {
+        const int row = 16 * v + r;
+        Row::unpack(w + static_cast<size_t>(row < nr ? row : 0) * ws + sb * kRowBytes, tmp + 256 * r, dsc[r], mp[r],
+                    &nd[r]);
+        if (row >= nr) {
+          for (int j = 0; j < kSub; ++j) dsc[r][j] = 0.0f;
+          for (int k = 0; k < 4; ++k) mp[r][k] = 0;
+          nd[r] = 0.0f;
+        }
+      }
+      for (int g = 0; g < 16; ++g) {
+        __m512i q[4];
+        transpose16x4(tmp, g, q);
+        LLMESH_UNROLL for (int k = 0; k < 4; ++k) _mm512_store_si512(out + (4 * g + k) * 128 + v * 64, q[k]);
+      }
+      for (int j = 0; j < kSub; ++j)
+        for (int r = 0; r < 16; ++r) reinterpret_cast<float*>(out + kKQuantBytes + j * 128 + v * 64)[r] = dsc[r][j];
+      if constexpr (std::is_same_v<Row, Q4KRow>) {
+        for (int k = 0; k < 4; ++k)
+          for (int r = 0; r < 16; ++r)
+            reinterpret_cast<uint32_t*>(out + kKQuantBytes + 8 * 128 + k * 128 + v * 64)[r] = mp[r][k];
+        for (int r = 0; r < 16; ++r) reinterpret_cast<float*>(out + kKQuantBytes + 12 * 128 + v * 64)[r] = nd[r];
+      }
+    }
+  }
+}
+
+template <class Row, int T>
+void kpanel_micro(int64_t n, const uint8_t* pk, int nr, const uint8_t* a, size_t as, float* y, size_t ys) {
+  constexpr bool kQ4 = std::is_same_v<Row, Q4KRow>;
+  const int64_t nsb = n / QK_K;
+  const int8_t* aq[T];
+  const float* ad[T];
+  const int16_t* as32[T];
+  const int32_t* ao[T];
+  LLMESH_UNROLL for (int t = 0; t < T; ++t) {
+    aq[t] = reinterpret_cast<const int8_t*>(a + t * as);
+    ad[t] = reinterpret_cast<const float*>(a + t * as + n);
+    as32[t] = reinterpret_cast<const int16_t*>(a + t * as + n + 4 * nsb);
+    ao[t] = reinterpret_cast<const int32_t*>(a + t * as + n + 20 * nsb);
+  }
+  auto bcast = [](const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+  };
+  __m512 acc[2][T];
+  LLMESH_UNROLL for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* blk = pk + sb * Row::kBytes;
+    __m512 sacc[2][T];
+    LLMESH_UNROLL for (int t = 0; t < T; ++t) sacc[0][t] = sacc[1][t] = _mm512_setzero_ps();
+    constexpr int kSub = kQ4 ? 8 : 16, kDw = kQ4 ? 8 : 4;
+#pragma GCC unroll 2
+    for (int j = 0; j < kSub; ++j) {
+      __m512i p[2][T];
+      LLMESH_UNROLL for (int t = 0; t < T; ++t) {
+        if constexpr (kQ4) p[0][t] = p[1][t] = _mm512_setzero_si512();
+        else p[0][t] = p[1][t] = _mm512_set1_epi32(ao[t][sb * 16 + j]);
+      }
+      LLMESH_UNROLL for (int k = 0; k < kDw; ++k) {
+        const uint8_t* wk = blk + (kDw * j + k) * 128;
+        const __m512i w0 = _mm512_load_si512(wk), w1 = _mm512_load_si512(wk + 64);
+        LLMESH_UNROLL for (int t = 0; t < T; ++t) {
+          const __m512i ab = bcast(aq[t] + sb * QK_K + 4 * (kDw * j + k));
+          p[0][t] = _mm512_dpbusd_epi32(p[0][t], w0, ab);
+          p[1][t] = _mm512_dpbusd_epi32(p[1][t], w1, ab);
+        }
+      }
+      const __m512 s0 = _mm512_load_ps(blk + kKQuantBytes + j * 128), s1 = _mm512_load_ps(blk + kKQuantBytes + j * 128 + 64);
+      LLMESH_UNROLL for (int t = 0; t < T; ++t) {
+        sacc[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[0][t]), s0, sacc[0][t]);
+        sacc[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[1][t]), s1, sacc[1][t]);
+      }
+    }
+    if constexpr (kQ4) {
+      __m512i m[2][T];
+      LLMESH_UNROLL for (int t = 0; t < T; ++t) m[0][t] = m[1][t] = _mm512_setzero_si512();
+      LLMESH_UNROLL for (int k = 0; k < 4; ++k) {
+        const uint8_t* mk = blk + kKQuantBytes + 8 * 128 + k * 128;
+        const __m512i m0 = _mm512_load_si512(mk), m1 = _mm512_load_si512(mk + 64);
+        LLMESH_UNROLL for (int t = 0; t < T; ++t) {
+          const __m512i sp = bcast(as32[t] + sb * 8 + 2 * k);
+          m[0][t] = _mm512_dpwssd_epi32(m[0][t], m0, sp);
+          m[1][t] = _mm512_dpwssd_epi32(m[1][t], m1, sp);
+        }
+      }
+      const __m512 n0 = _mm512_load_ps(blk + kKQuantBytes + 12 * 128), n1 = _mm512_load_ps(blk + kKQuantBytes + 12 * 128 + 64);
+      LLMESH_UNROLL for (int t = 0; t < T; ++t) {
+        sacc[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m[0][t]), n0, sacc[0][t]);
+        sacc[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m[1][t]), n1, sacc[1][t]);
+      }
+    }
+    LLMESH_UNROLL for (int t = 0; t < T; ++t) {
+      const __m512 da = _mm512_set1_ps(ad[t][sb]);
+      acc[0][t] = _mm512_fmadd_ps(sacc[0][t], da, acc[0][t]);
+      acc[1][t] = _mm512_fmadd_ps(sacc[1][t], da, acc[1][t]);
+    }
+  }
+  const int n0 = nr < 16 ? nr : 16, n1 = nr > 16 ? nr - 16 : 0;
+  const __mmask16 k0 = static_cast<__mmask16>((1u << n0) - 1), k1 = static_cast<__mmask16>((1u << n1) - 1);
+  LLMESH_UNROLL for (int t = 0; t < T; ++t) {
+    _mm512_mask_storeu_ps(y + t * ys, k0, acc[0][t]);
+    _mm512_mask_storeu_ps(y + t * ys + 16, k1, acc[1][t]);
+  }
+}
+
+template <class Row>
+void kpanel_gemm(int64_t n, const void* w, size_t ws, int nr, const void* a, size_t as, int64_t nc, float* y,
+                 size_t ys) {
+  const int64_t nsb = n / QK_K;
+  uint8_t* pk = t_kpanel.get(static_cast<size_t>(nsb) * Row::kBytes);
+  kpack_panel<Row>(nsb, static_cast<const uint8_t*>(w), ws, nr, pk);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  int64_t c = 0;
+  for (; c + kKPanelTokens <= nc; c += kKPanelTokens)
+    kpanel_micro<Row, kKPanelTokens>(n, pk, nr, ap + c * as, as, y + c * ys, ys);
+  static_assert(kKPanelTokens == 4);
+  switch (nc - c) {
+    case 1: kpanel_micro<Row, 1>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
+    case 2: kpanel_micro<Row, 2>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
+    case 3: kpanel_micro<Row, 3>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
+    default: break;
+  }
+}
+
 }  // namespace
 
 void register_kquant_avx512(TypeKernels* table) {
@@ -424,6 +685,20 @@ void register_kquant_avx512(TypeKernels* table) {
   };
   set_tile(DType::Q4_K, tile_q4_k);
   set_tile(DType::Q6_K, tile_q6_k);
+  // the Q8_K quantizer registered so far (the AVX2 one): the panel activations use its bytes
+  g_quantize_q8_k = table[static_cast<uint32_t>(DType::Q4_K)].quantize_act;
+  auto set_panel = [&](DType t, decltype(TypeKernels::panel) f) {
+    TypeKernels& k = table[static_cast<uint32_t>(t)];
+    k.panel_act_bytes = &kpanel_act_bytes;
+    k.panel_quantize_act = &kpanel_quantize_act;
+    k.panel = f;
+    k.panel_rows = kKPanelRows;
+    k.panel_min_tokens = 16;
+  };
+  if (g_quantize_q8_k) {
+    set_panel(DType::Q4_K, &kpanel_gemm<Q4KRow>);
+    set_panel(DType::Q6_K, &kpanel_gemm<Q6KRow>);
+  }
 }
 
 }  // namespace llmesh::kernels::kq

@@ -25,8 +25,37 @@ struct Problem {
   }
 };
 
+bool is_kquant(DType t) { return t == DType::Q4_K || t == DType::Q6_K; }
+
+// Random Q4_K / Q6_K rows: random bytes with small finite super-block scales.
+std::vector<uint8_t> random_kquant_rows(DType t, int64_t rows, int64_t n, std::mt19937& rng) {
+  const int64_t rb = *dtype_row_bytes(t, n), bb = dtype_traits(t).block_bytes;
+  std::vector<uint8_t> v(static_cast<size_t>(rb * rows));
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.0005f, 0.005f);
+  for (auto& b : v) b = static_cast<uint8_t>(byte(rng));
+  for (int64_t off = 0; off < static_cast<int64_t>(v.size()); off += bb) {
+    if (t == DType::Q4_K) {
+      test::put_u16(&v[off], fp32_to_fp16(scale(rng)));
+      test::put_u16(&v[off + 2], fp32_to_fp16(scale(rng)));
+    } else {
+      test::put_u16(&v[off + 208], fp32_to_fp16(scale(rng)));
+    }
+  }
+  return v;
+}
+
+std::vector<float> decode(DType t, const uint8_t* row, int64_t n) {
+  if (!is_kquant(t)) return test::decode_row(t, row, n);
+  std::vector<float> out(static_cast<size_t>(n));
+  dequantize_row(t, row, out.data(), n);
+  return out;
+}
+
 Problem make_problem(DType t, int64_t rows, int64_t n, int64_t tokens, std::mt19937& rng) {
-  Problem p{t, rows, n, tokens, test::random_rows(t, rows, n, rng), {}, n + 3, rows + 5};
+  Problem p{t, rows, n, tokens,
+            is_kquant(t) ? random_kquant_rows(t, rows, n, rng) : test::random_rows(t, rows, n, rng),
+            {}, n + 3, rows + 5};
   p.x = test::random_floats(p.x_stride * tokens, rng);
   return p;
 }
@@ -42,7 +71,7 @@ void reference(const Problem& p, std::vector<float>& y, std::vector<double>& mag
   y.assign(p.y_stride * p.tokens, 0.0f);
   mag.assign(p.y_stride * p.tokens, 0.0);
   std::vector<std::vector<float>> wd(p.rows);
-  for (int64_t r = 0; r < p.rows; ++r) wd[r] = test::decode_row(p.t, p.w.data() + r * rb, p.n);
+  for (int64_t r = 0; r < p.rows; ++r) wd[r] = decode(p.t, p.w.data() + r * rb, p.n);
   for (int64_t t = 0; t < p.tokens; ++t) {
     quantize_act_row(p.t, p.x.data() + t * p.x_stride, a.data(), p.n);
     for (int64_t i = 0; i < p.n; ++i) ad[i] = std::fabs(p.x[t * p.x_stride + i]);
@@ -145,7 +174,7 @@ TEST(Matmul, ManyTokensMatchScalar) {
   };
   const Shape shapes[] = {{33, 32, 2},  {1, 5632, 16},  {45, 5632, 17}, {70, 2048, 128}, {31, 96, 300},
                           {65, 160, 23}, {97, 1024, 64}, {32, 256, 15}, {5, 64, 19}};
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q5_0, DType::F16}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q5_0, DType::F16, DType::Q4_K, DType::Q6_K}) {
     for (const Shape& s : shapes) {
       if (s.n % dtype_traits(t).block_elems) continue;
       const Problem p = make_problem(t, s.rows, s.n, s.tokens, rng);
