@@ -9,6 +9,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -422,6 +423,9 @@ void tile_q6_k(int64_t n, const void* w, size_t ws, int nr, const void* a, size_
 // -32 offset correction), one convert and FMA by the row's sub-block scale into a super-block
 // float sum; Q4_K: the mins . sums of 32 by 4 vpdpwssd, times -dmin; then one FMA by the token's
 // d. Every output sees the same operations whatever the panel's fill or the token count.
+#ifndef LLMESH_KPF
+#define LLMESH_KPF 4
+#endif
 constexpr int kKPanelRows = 32;
 constexpr int kKPanelTokens = 4;
 constexpr size_t kKQuantBytes = 64 * 128;                              // 8192
@@ -537,12 +541,19 @@ void kpack_panel(int64_t nsb, const uint8_t* w, size_t ws, int nr, uint8_t* dst)
   alignas(64) float nd[16];
   constexpr int kSub = std::is_same_v<Row, Q4KRow> ? 8 : 16;
   constexpr size_t kRowBytes = std::is_same_v<Row, Q4KRow> ? sizeof(BlockQ4K) : sizeof(BlockQ6K);
+  constexpr int64_t kAhead = LLMESH_KPF;
   for (int64_t sb = 0; sb < nsb; ++sb) {
     uint8_t* out = dst + sb * Row::kBytes;
     for (int v = 0; v < 2; ++v) {
       for (int r = 0; r < 16; ++r) {
         const int row = 16 * v + r;
-        Row::unpack(w + static_cast<size_t>(row < nr ? row : 0) * ws + sb * kRowBytes, tmp + 256 * r, dsc[r], mp[r],
+        const uint8_t* src = w + static_cast<size_t>(row < nr ? row : 0) * ws + sb * kRowBytes;
+        // 32 rows read a super-block at a time are too many streams for the hardware
+        // prefetchers: fetch this row's super-block kAhead further on
+        if (sb + kAhead < nsb)
+          for (size_t o = 0; o < kRowBytes + 63; o += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(src + kAhead * kRowBytes + std::min(o, kRowBytes - 1)), _MM_HINT_T0);
+        Row::unpack(src, tmp + 256 * r, dsc[r], mp[r],
                     &nd[r]);
         if (row >= nr) {
           for (int j = 0; j < kSub; ++j) dsc[r][j] = 0.0f;
@@ -693,7 +704,7 @@ void register_kquant_avx512(TypeKernels* table) {
     k.panel_quantize_act = &kpanel_quantize_act;
     k.panel = f;
     k.panel_rows = kKPanelRows;
-    k.panel_min_tokens = 16;
+    k.panel_min_tokens = 10;  // measured crossover with the tiles: about 8 tokens
   };
   if (g_quantize_q8_k) {
     set_panel(DType::Q4_K, &kpanel_gemm<Q4KRow>);
