@@ -8,6 +8,10 @@
 //    Prefill (many tokens): chunks small enough to stay in L2; inside a chunk the loop runs over
 //    token tiles, and within each, over row tiles with the type's register-blocked `tile`
 //    kernel, so a weight tile is reused across all tokens while a few activation rows stay in L1.
+// 3. Packed panels: where the type has a `panel` kernel and there are at least
+//    panel_min_tokens tokens, activations are quantized to the panel format instead, chunks are
+//    multiples of panel_rows, and each panel call unpacks its rows once into a thread-local
+//    buffer (no persistent copy of the weights) and runs every token of the call over them.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
