@@ -666,8 +666,16 @@ void kpanel_gemm(int64_t n, const void* w, size_t ws, int nr, const void* a, siz
   kpack_panel<Row>(nsb, static_cast<const uint8_t*>(w), ws, nr, pk);
   const auto* ap = static_cast<const uint8_t*>(a);
   int64_t c = 0;
-  for (; c + kKPanelTokens <= nc; c += kKPanelTokens)
+  // While the tokens run over this panel, fetch the next panel's rows (contiguous after these;
+  // past a chunk's or the matrix's end is harmless) into L2, a share per token tile.
+  const size_t next_bytes = static_cast<size_t>(kKPanelRows) * ws;
+  const char* next = static_cast<const char*>(w) + next_bytes;
+  const int64_t tiles = nc / kKPanelTokens;
+  const size_t share = tiles > 0 ? (next_bytes / tiles + 63) / 64 * 64 : 0;
+  for (int64_t i = 0; c + kKPanelTokens <= nc; c += kKPanelTokens, ++i) {
+    for (size_t o = i * share; o < (i + 1) * share && o < next_bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
     kpanel_micro<Row, kKPanelTokens>(n, pk, nr, ap + c * as, as, y + c * ys, ys);
+  }
   static_assert(kKPanelTokens == 4);
   switch (nc - c) {
     case 1: kpanel_micro<Row, 1>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;

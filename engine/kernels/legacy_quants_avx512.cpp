@@ -203,7 +203,10 @@ void set_wide(TypeKernels& k) {
 // operations (integer block sums, then float FMAs in block order) whatever the panel's fill,
 // the token count or the thread, so results do not depend on them.
 constexpr int kPanelRows = 32;
-constexpr int kPanelTokens = 6;
+#ifndef LLMESH_PT
+#define LLMESH_PT 6
+#endif
+constexpr int kPanelTokens = LLMESH_PT;
 constexpr int64_t kPanelBlockBytes = 8 * 2 * 64 + kPanelRows * 4;
 
 inline size_t panel_act_bytes(int64_t n) { return static_cast<size_t>(n + (n / kQK) * 8); }
@@ -350,6 +353,15 @@ void panel_micro(int64_t n, const uint8_t* pk, int nr, const uint8_t* a, size_t 
   }
 }
 
+// The last nc < kPanelTokens tokens.
+template <int T>
+void panel_tail(int nc, int64_t n, const uint8_t* pk, int nr, const uint8_t* a, size_t as, float* y, size_t ys) {
+  if constexpr (T > 1) {
+    if (nc < T) return panel_tail<T - 1>(nc, n, pk, nr, a, as, y, ys);
+  }
+  panel_micro<T>(n, pk, nr, a, as, y, ys);
+}
+
 template <class W>
 void panel_gemm(int64_t n, const void* w, size_t ws, int nr, const void* a, size_t as, int64_t nc, float* y,
                 size_t ys) {
@@ -358,16 +370,18 @@ void panel_gemm(int64_t n, const void* w, size_t ws, int nr, const void* a, size
   pack_panel<W>(nb, static_cast<const uint8_t*>(w), ws, nr, pk);
   const auto* ap = static_cast<const uint8_t*>(a);
   int64_t c = 0;
-  for (; c + kPanelTokens <= nc; c += kPanelTokens) panel_micro<kPanelTokens>(n, pk, nr, ap + c * as, as, y + c * ys, ys);
-  switch (nc - c) {
-    case 1: panel_micro<1>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
-    case 2: panel_micro<2>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
-    case 3: panel_micro<3>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
-    case 4: panel_micro<4>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
-    case 5: panel_micro<5>(n, pk, nr, ap + c * as, as, y + c * ys, ys); break;
-    default: break;
+  // While the tokens run over this panel, fetch the next panel's rows (contiguous after these;
+  // past a chunk's or the matrix's end is harmless) into L2, a share per token tile, so the
+  // next pack does not wait for DRAM.
+  const size_t next_bytes = static_cast<size_t>(kPanelRows) * ws;
+  const char* next = static_cast<const char*>(w) + next_bytes;
+  const int64_t tiles = nc / kPanelTokens;
+  const size_t share = tiles > 0 ? (next_bytes / tiles + 63) / 64 * 64 : 0;
+  for (int64_t i = 0; c + kPanelTokens <= nc; c += kPanelTokens, ++i) {
+    for (size_t o = i * share; o < (i + 1) * share && o < next_bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
+    panel_micro<kPanelTokens>(n, pk, nr, ap + c * as, as, y + c * ys, ys);
   }
-  static_assert(kPanelTokens == 6);
+  if (c < nc) panel_tail<kPanelTokens - 1>(static_cast<int>(nc - c), n, pk, nr, ap + c * as, as, y + c * ys, ys);
 }
 
 template <class W, int kOffset>
