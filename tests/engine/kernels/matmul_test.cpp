@@ -208,8 +208,9 @@ TEST(Matmul, RowsSubsetWritesOnlyThoseRows) {
   ThreadPool pool(2);
   for (Isa isa : test::available_isas()) {
     force_isa(isa);
-    for (DType t : {DType::Q4_0, DType::Q8_0, DType::F16}) {
-      const Problem p = make_problem(t, 70, 128, 6, rng);
+    for (auto [t, tokens] : {std::pair{DType::Q4_0, 6}, {DType::Q8_0, 6}, {DType::F16, 6}, {DType::Q4_0, 20},
+                             {DType::Q8_0, 20}}) {
+      const Problem p = make_problem(t, 70, 128, tokens, rng);
       const auto full = run_matmul(p, pool);
       std::vector<float> y(p.y_stride * p.tokens, -7.0f);
       matmul_rows(p.view(), 9, 45, p.x.data(), p.x_stride, p.tokens, y.data(), p.y_stride, pool);
