@@ -255,6 +255,18 @@ inline void lane_quads(__m512 v, float* out) {
   for (int c = 0; c < C; ++c) out[c] = (t[4 * c] + t[4 * c + 1]) + (t[4 * c + 2] + t[4 * c + 3]);
 }
 
+// Decode (one token) streams the weights once. Tiles' rows are contiguous: while this tile's
+// super-block `ib` is consumed, prefetch the same number of bytes of the tile after next into
+// L2 (a tile of 2 rows is only a few KiB, so one tile ahead is too close), so the stream stays
+// ahead without relying on the hardware prefetchers. Measured on TinyLlama Q4_K/Q6_K decode,
+// 2 threads: no prefetch 16.5 tok/s, next tile 27.5, tile after next 35.7, four ahead 33.6.
+// Past the matrix end is harmless.
+template <size_t kStep>
+inline void prefetch_next_tile(const uint8_t* next_tile, int64_t ib) {
+  const char* pf = reinterpret_cast<const char*>(next_tile) + ib * kStep;
+  LLMESH_UNROLL for (size_t k = 0; k < kStep; k += 64) _mm_prefetch(pf + k, _MM_HINT_T1);
+}
+
 template <int R, int C>
 void tile_q4_k_rc(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* a, size_t a_stride,
                   float* out, size_t y_stride) {
@@ -269,6 +281,7 @@ void tile_q4_k_rc(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* a
     const BlockQ4K* x[R];
     LLMESH_UNROLL for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8K*>(a + c * a_stride) + ib;
     LLMESH_UNROLL for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const BlockQ4K*>(w + r * w_stride) + ib;
+    if constexpr (C == 1) prefetch_next_tile<R * sizeof(BlockQ4K)>(w + 2 * R * w_stride, ib);
     // bsum pair sums of column c in 128-bit lane c; y->d of column c in lanes 4c..4c+3
     // (built through memory: the lane index of vinserti32x4 must be an immediate, and a
     // loop index is one only after unrolling, which unoptimized builds do not do)
@@ -332,6 +345,7 @@ void tile_q6_k_rc(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* a
     const BlockQ6K* x[R];
     LLMESH_UNROLL for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8K*>(a + c * a_stride) + ib;
     LLMESH_UNROLL for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const BlockQ6K*>(w + r * w_stride) + ib;
+    if constexpr (C == 1) prefetch_next_tile<R * sizeof(BlockQ6K)>(w + 2 * R * w_stride, ib);
     __m512i sc[R];
     __m512i sumi[R][C];
     LLMESH_UNROLL for (int r = 0; r < R; ++r) {
