@@ -265,6 +265,15 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
 constexpr int kTileCols = 4;
 #define LLMESH_UNROLL _Pragma("GCC unroll 8")
 
+// Decode (one token) streams weight rows, which are contiguous: while super-block x of a row
+// is consumed, prefetch the same super-block four rows further on into L2 (the hardware
+// prefetchers alone leave decode latency-bound; see kquants_avx512.cpp).
+template <class Block>
+inline void prefetch_rows_ahead(const Block* x, int64_t blocks_per_row) {
+  const char* pf = reinterpret_cast<const char*>(x + 4 * blocks_per_row);
+  LLMESH_UNROLL for (size_t k = 0; k < sizeof(Block); k += 64) _mm_prefetch(pf + k, _MM_HINT_T1);
+}
+
 template <int C>
 void tile_q4_k_c(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float* out, size_t y_stride) {
   const __m256i m4 = _mm256_set1_epi8(0x0f);
@@ -276,6 +285,7 @@ void tile_q4_k_c(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride,
   }
   const auto* x = reinterpret_cast<const BlockQ4K*>(w);
   for (int64_t ib = 0; ib < n / QK_K; ++ib, ++x) {
+    if constexpr (C == 1) prefetch_rows_ahead(x, n / QK_K);
     const BlockQ8K* y[C];
     LLMESH_UNROLL for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8K*>(a + c * a_stride) + ib;
     const float dx = fp16(x->d), dmx = fp16(x->dmin);
@@ -320,6 +330,7 @@ void tile_q6_k_c(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride,
   LLMESH_UNROLL for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
   const auto* x = reinterpret_cast<const BlockQ6K*>(w);
   for (int64_t ib = 0; ib < n / QK_K; ++ib, ++x) {
+    if constexpr (C == 1) prefetch_rows_ahead(x, n / QK_K);
     const BlockQ8K* y[C];
     LLMESH_UNROLL for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8K*>(a + c * a_stride) + ib;
     const float dx = fp16(x->d);
