@@ -220,9 +220,12 @@ void Forward::moe(const LayerWeights& w, int T) {
   grow(router_, static_cast<size_t>(T) * NE);
   kernels::matmul(w.router, xb_.data(), E, T, router_.data(), NE, pool_);
 
-  // Per expert: (token, weight) pairs.
-  std::vector<std::vector<std::pair<int, float>>> routed(NE);
-  std::vector<int> order(NE);
+  // Per expert: (token, weight) pairs (scratch kept across calls: no allocation per step).
+  auto& routed = routed_;
+  routed.resize(NE);
+  for (auto& r : routed) r.clear();
+  auto& order = expert_order_;
+  order.resize(NE);
   for (int t = 0; t < T; ++t) {
     float* p = &router_[static_cast<size_t>(t) * NE];
     ops::softmax(p, NE);
@@ -269,7 +272,8 @@ void Forward::moe(const LayerWeights& w, int T) {
     grow(moe_in_, static_cast<size_t>(T) * E);
     std::copy_n(xb_.begin(), static_cast<size_t>(T) * E, moe_in_.begin());
     run_ffn(w.gate_shexp, w.up_shexp, w.down_shexp, T, FS);
-    std::vector<float> gate(T, 1.0f);
+    std::vector<float>& gate = shexp_gate_;
+    gate.assign(T, 1.0f);
     if (w.shexp_gate.data) {
       kernels::matmul(w.shexp_gate, xb_.data(), E, T, gate.data(), 1, pool_);
       for (float& g : gate) g = 1.0f / (1.0f + std::exp(-g));

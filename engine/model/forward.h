@@ -64,7 +64,9 @@ class Forward {
   std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_, logits_, rope_cos_, rope_sin_;
   std::vector<float> scores_;  // per thread: attention scores over the context
   // MoE scratch
-  std::vector<float> router_, moe_out_, moe_in_, moe_gate_, moe_up_, moe_down_;
+  std::vector<float> router_, moe_out_, moe_in_, moe_gate_, moe_up_, moe_down_, shexp_gate_;
+  std::vector<std::vector<std::pair<int, float>>> routed_;  // per expert: (token, weight)
+  std::vector<int> expert_order_;
 };
 
 }  // namespace llmesh
