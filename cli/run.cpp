@@ -88,6 +88,8 @@ int run_generate(RunOptions& o) {
     generated.push_back(next);
     sampler.accept(next);
     std::string piece = out.push(next);
+    // With no prompt, the first word's SentencePiece space prefix has nothing to separate.
+    if (text.empty() && o.prompt.empty() && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);
     text += piece;
     if (!o.json && !piece.empty()) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
