@@ -147,6 +147,18 @@ static inline void unpack_scales_q3k(const uint8_t* q, int8_t* out) {
   }
 }
 
+// The same unpacking with 32-bit word operations (what the SIMD kernels use per block):
+// out[0..3] = the 16 scales as bytes, still stored + 32.
+static inline void unpack_scales_q3k_words(const uint8_t* q, uint32_t out[4]) {
+  uint32_t w[3];
+  std::memcpy(w, q, 12);
+  const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+  out[0] = (w[0] & m4) | ((w[2] & m2) << 4);
+  out[1] = (w[1] & m4) | (((w[2] >> 2) & m2) << 4);
+  out[2] = ((w[0] >> 4) & m4) | (((w[2] >> 4) & m2) << 4);
+  out[3] = ((w[1] >> 4) & m4) | (((w[2] >> 6) & m2) << 4);
+}
+
 // Scalar entry points (kquants.cpp).
 void dequantize_q2_k(const void* src, float* dst, int64_t n);
 void dequantize_q3_k(const void* src, float* dst, int64_t n);

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "kernels/kquant_blocks.h"
+#include "kernels/scratch_buffer.h"
 
 namespace llmesh::kernels::kq {
 namespace {
@@ -94,16 +95,9 @@ float dot_q2_k(int64_t n, const void* w, const void* a) {
 
 // ---------------------------------------------------------------- Q3_K
 inline __m128i q3k_scales(const uint8_t* q) {
-  uint32_t w[3];
-  std::memcpy(w, q, 12);
-  const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-  const uint32_t s0 = (w[0] & m4) | ((w[2] & m2) << 4);
-  const uint32_t s1 = (w[1] & m4) | (((w[2] >> 2) & m2) << 4);
-  const uint32_t s2 = ((w[0] >> 4) & m4) | (((w[2] >> 4) & m2) << 4);
-  const uint32_t s3 = ((w[1] >> 4) & m4) | (((w[2] >> 6) & m2) << 4);
-  return _mm_sub_epi8(_mm_setr_epi32(static_cast<int>(s0), static_cast<int>(s1), static_cast<int>(s2),
-                                     static_cast<int>(s3)),
-                      _mm_set1_epi8(32));
+  uint32_t w[4];
+  unpack_scales_q3k_words(q, w);
+  return _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)), _mm_set1_epi8(32));
 }
 
 float dot_q3_k(int64_t n, const void* w, const void* a) {
@@ -466,25 +460,8 @@ void kpanel_quantize_act(const float* x, void* dst, int64_t n) {
   }
 }
 
-class KPanelBuffer {
- public:
-  uint8_t* get(size_t bytes) {
-    if (bytes > cap_) {
-      if (buf_) ::operator delete[](buf_, std::align_val_t{64});
-      cap_ = bytes > 2 * cap_ ? bytes : 2 * cap_;
-      buf_ = static_cast<uint8_t*>(::operator new[](cap_, std::align_val_t{64}));
-    }
-    return buf_;
-  }
-  ~KPanelBuffer() {
-    if (buf_) ::operator delete[](buf_, std::align_val_t{64});
-  }
-
- private:
-  uint8_t* buf_ = nullptr;
-  size_t cap_ = 0;
-};
-thread_local KPanelBuffer t_kpanel;
+// The packed weight panel of this thread (a few hundred KiB, reused by every call).
+thread_local ScratchBuffer t_kpanel;
 
 // Super-block rows -> unsigned element bytes in element order, and the row's scales.
 struct Q4KRow {

@@ -13,6 +13,7 @@
 
 #include "kernels/fp16.h"
 #include "kernels/legacy_quants.h"
+#include "kernels/scratch_buffer.h"
 
 namespace llmesh::kernels {
 namespace {
@@ -227,25 +228,8 @@ void quantize_panel_act(const float* x, void* dst, int64_t n) {
   }
 }
 
-class PanelBuffer {
- public:
-  uint8_t* get(size_t bytes) {
-    if (bytes > cap_) {
-      if (buf_) ::operator delete[](buf_, std::align_val_t{64});
-      cap_ = std::max(bytes, cap_ * 2);
-      buf_ = static_cast<uint8_t*>(::operator new[](cap_, std::align_val_t{64}));
-    }
-    return buf_;
-  }
-  ~PanelBuffer() {
-    if (buf_) ::operator delete[](buf_, std::align_val_t{64});
-  }
-
- private:
-  uint8_t* buf_ = nullptr;
-  size_t cap_ = 0;
-};
-thread_local PanelBuffer t_panel;
+// The packed weight panel of this thread (a few hundred KiB, reused by every call).
+thread_local ScratchBuffer t_panel;
 
 // Dword k (k < 4) of the 16 bytes at rows[r] + off, for r < 16, as vector k (dword r = row r):
 // lane i of Z_j holds row 4i + j, and a 4x4 dword transpose inside each 128-bit lane then

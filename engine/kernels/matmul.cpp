@@ -21,32 +21,15 @@
 #include <string>
 
 #include "kernels/registry.h"
+#include "kernels/scratch_buffer.h"
 
 namespace llmesh::kernels {
 namespace {
 
 constexpr size_t kAlign = 64;
 
-// Grow-only, 64-byte aligned scratch owned by the thread that calls matmul.
-class ActBuffer {
- public:
-  uint8_t* get(size_t bytes) {
-    if (bytes > cap_) {
-      cap_ = std::max(bytes, cap_ * 2);
-      buf_.reset(static_cast<uint8_t*>(::operator new[](cap_, std::align_val_t{kAlign})));
-    }
-    return buf_.get();
-  }
-
- private:
-  struct Free {
-    void operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t{kAlign}); }
-  };
-  std::unique_ptr<uint8_t[], Free> buf_;
-  size_t cap_ = 0;
-};
-
-thread_local ActBuffer t_act;
+// Activations of the calling thread's matmul.
+thread_local ScratchBuffer t_act;
 
 struct Job {
   const TypeKernels* k;
