@@ -1,0 +1,1 @@
+#include "template/chat_template.h"
