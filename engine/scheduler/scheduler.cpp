@@ -1,1 +1,481 @@
 #include "scheduler/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "scheduler/logprobs.h"
+
+namespace llmesh {
+
+using Clock = std::chrono::steady_clock;
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::Length: return "length";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::ContextFull: return "context_full";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::Error: return "error";
+  }
+  return "unknown";
+}
+
+struct Scheduler::Request {
+  Request(GenerationRequest r, std::shared_ptr<GenerationSink> s) : req(std::move(r)), sink(std::move(s)) {}
+
+  enum class State { Queued, Running, Done };
+
+  GenerationRequest req;
+  std::shared_ptr<GenerationSink> sink;
+  GenerationResult result;
+  std::atomic<bool> cancel_requested{false};
+  State state = State::Queued;  // guarded by Impl::mu
+
+  // Worker thread only from here on.
+  int slot = -1;
+  size_t prompt_done = 0;   // prompt tokens already in the slot's KV
+  bool decoding = false;    // prompt done; next_token is fed each step
+  int32_t next_token = -1;  // sampled last step, not yet in the KV
+  int chunk = 0;            // prompt tokens in this step's batch
+  int out_row = -1;         // logits row of this request in this step; -1: none
+  std::optional<Sampler> sampler;
+};
+
+namespace {
+
+struct Slot {
+  std::vector<int32_t> tokens;  // what the slot's KV holds, position by position
+  Scheduler::Handle req;        // the request using it; null when free
+  uint64_t last_used = 0;       // for least-recently-used choice among equal prefixes
+};
+
+// Counters the worker accumulates between lock acquisitions.
+struct PendingStats {
+  uint64_t cached = 0, prefill = 0, generated = 0, steps = 0;
+};
+
+size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  size_t n = std::min(a.size(), b.size()), i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
+}  // namespace
+
+struct Scheduler::Impl {
+  Impl(BatchModel& m, const SchedulerOptions& o);
+
+  void validate(const GenerationRequest& req, const GenerationSink* sink) const;
+  void loop();
+  void start(const Handle& h);
+  void step();
+  void allocate_prefill();
+  void handle_logits(Request& r, const float* row);
+  void finish(Request& r, FinishReason why, std::string error = {});
+  void flush_locked();
+  void shutdown();
+
+  BatchModel& model;
+  const SchedulerOptions opt;
+  const int n_ctx, n_vocab;
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  // Guarded by mu.
+  std::deque<Handle> queue;
+  std::vector<Handle> dropped;  // cancelled while queued; the worker reports them
+  bool stopping = false;
+  int active = 0;  // requests admitted to a slot and not finished
+  SchedulerStats totals;
+
+  // Worker thread only.
+  std::vector<Slot> slots;
+  int running = 0;
+  uint64_t lru_clock = 0;
+  uint64_t step_count = 0;
+  PendingStats pending;
+  Batch batch;                     // reused every step
+  std::vector<Request*> in_batch;  // requests with tokens in `batch`, in batch order
+  std::vector<Request*> prefilling;
+  std::vector<float> biased;       // logits row plus logit_bias
+  TokenEvent event;
+
+  std::thread worker;  // last: starts after everything above exists
+};
+
+Scheduler::Impl::Impl(BatchModel& m, const SchedulerOptions& o)
+    : model(m), opt(o), n_ctx(m.n_ctx()), n_vocab(m.n_vocab()) {
+  if (opt.n_parallel < 1 || opt.n_parallel > model.n_slots())
+    throw std::invalid_argument(fmt::format("n_parallel must be in 1..{} (the KV cache's sequences), got {}",
+                                            model.n_slots(), opt.n_parallel));
+  if (opt.max_queue < 0) throw std::invalid_argument(fmt::format("max_queue must be >= 0, got {}", opt.max_queue));
+  if (opt.step_tokens < 1)
+    throw std::invalid_argument(fmt::format("step_tokens must be >= 1, got {}", opt.step_tokens));
+  if (n_ctx < 2) throw std::invalid_argument(fmt::format("context of {} positions is too small", n_ctx));
+  slots.resize(opt.n_parallel);
+  totals.n_parallel = opt.n_parallel;
+  worker = std::thread([this] { loop(); });
+}
+
+void Scheduler::Impl::validate(const GenerationRequest& req, const GenerationSink* sink) const {
+  if (!sink) throw std::invalid_argument("request has no sink");
+  if (req.prompt.empty()) throw std::invalid_argument("prompt is empty");
+  // Checked here, not by the forward pass: a bad id there would fail every request in the batch.
+  for (int32_t id : req.prompt)
+    if (id < 0 || id >= n_vocab)
+      throw std::invalid_argument(fmt::format("prompt token id {} is outside the vocabulary (0..{})", id, n_vocab - 1));
+  const long long n_prompt = static_cast<long long>(req.prompt.size());
+  if (req.max_tokens == 0 || req.max_tokens < -1)
+    throw std::invalid_argument(fmt::format("max_tokens must be >= 1 or -1, got {}", req.max_tokens));
+  if (req.max_tokens > 0 && n_prompt + req.max_tokens > n_ctx)
+    throw std::invalid_argument(fmt::format("prompt ({} tokens) + max_tokens ({}) exceeds the context ({} tokens)",
+                                            n_prompt, req.max_tokens, n_ctx));
+  if (n_prompt >= n_ctx)
+    throw std::invalid_argument(fmt::format("prompt ({} tokens) leaves no room to generate in the context ({} tokens)",
+                                            n_prompt, n_ctx));
+  if (std::string e = req.sampling.validate(); !e.empty()) throw std::invalid_argument(e);
+  for (auto [id, bias] : req.logit_bias) {
+    if (id < 0 || id >= n_vocab)
+      throw std::invalid_argument(fmt::format("logit_bias token id {} is outside the vocabulary (0..{})", id, n_vocab - 1));
+    if (std::isnan(bias) || bias == INFINITY)
+      throw std::invalid_argument(fmt::format("logit_bias for token {} must be finite or -inf", id));
+  }
+  if (req.top_logprobs < -1 || req.top_logprobs > 20)
+    throw std::invalid_argument(fmt::format("top_logprobs must be in -1..20, got {}", req.top_logprobs));
+}
+
+void Scheduler::Impl::flush_locked() {
+  totals.cached_tokens += pending.cached;
+  totals.prefill_tokens += pending.prefill;
+  totals.generated_tokens += pending.generated;
+  totals.steps += pending.steps;
+  pending = {};
+}
+
+void Scheduler::Impl::loop() {
+  std::vector<Handle> admitted, dropped_now;
+  for (;;) {
+    {
+      std::unique_lock lk(mu);
+      cv.wait(lk, [&] { return stopping || running > 0 || !queue.empty() || !dropped.empty(); });
+      if (stopping) break;
+      dropped_now.swap(dropped);
+      flush_locked();
+      // FIFO admission into free slots.
+      while (running < opt.n_parallel && !queue.empty()) {
+        admitted.push_back(std::move(queue.front()));
+        queue.pop_front();
+        admitted.back()->state = Request::State::Running;
+        ++running;
+        ++active;
+      }
+    }
+    for (auto& h : dropped_now) finish(*h, FinishReason::Cancelled);
+    dropped_now.clear();
+    for (auto& h : admitted) start(h);
+    admitted.clear();
+    // Cancellation takes effect at the step boundary.
+    for (auto& s : slots)
+      if (s.req && s.req->cancel_requested.load(std::memory_order_relaxed)) finish(*s.req, FinishReason::Cancelled);
+    if (running > 0) step();
+  }
+  shutdown();
+}
+
+void Scheduler::Impl::start(const Handle& h) {
+  Request& r = *h;
+  r.result.started = Clock::now();
+  const auto& prompt = r.req.prompt;
+
+  // The free slot sharing the longest prefix with the prompt; ties (and no reuse): least
+  // recently used, so recent conversations stay cached longest.
+  int best = -1;
+  size_t best_len = 0;
+  for (int i = 0; i < static_cast<int>(slots.size()); ++i) {
+    if (slots[i].req) continue;
+    size_t len = opt.prefix_reuse ? common_prefix(slots[i].tokens, prompt) : 0;
+    if (best < 0 || len > best_len || (len == best_len && slots[i].last_used < slots[best].last_used)) {
+      best = i;
+      best_len = len;
+    }
+  }
+  // At least the last prompt token is computed: its logits give the first generated token.
+  const size_t reuse = std::min(best_len, prompt.size() - 1);
+
+  Slot& s = slots[best];
+  s.req = h;
+  s.last_used = ++lru_clock;
+  r.slot = best;
+  try {
+    model.truncate(best, static_cast<int>(reuse));
+  } catch (const std::exception& e) {
+    finish(r, FinishReason::Error, fmt::format("KV truncate failed: {}", e.what()));
+    return;
+  }
+  s.tokens.resize(reuse);
+  r.prompt_done = reuse;
+  r.result.cached_tokens = static_cast<int>(reuse);
+  pending.cached += reuse;
+  r.sampler.emplace(r.req.sampling, n_vocab);
+  for (int32_t t : prompt) r.sampler->accept(t);  // penalties see the prompt too
+}
+
+// Shares the step's prompt-token budget among requests in prefill in equal rounds: short
+// prompts finish within a step or two while a long one takes what is left, so no prompt
+// starves the others. The round start rotates so leftover single tokens are spread fairly.
+void Scheduler::Impl::allocate_prefill() {
+  const size_t n = prefilling.size();
+  for (Request* r : prefilling) r->chunk = 0;
+  if (n == 0) return;
+  int budget = opt.step_tokens;
+  const size_t first = step_count % n;
+  while (budget > 0) {
+    int unsatisfied = 0;
+    for (Request* r : prefilling)
+      if (r->prompt_done + r->chunk < r->req.prompt.size()) ++unsatisfied;
+    if (unsatisfied == 0) break;
+    const int share = std::max(1, budget / unsatisfied);
+    for (size_t k = 0; k < n && budget > 0; ++k) {
+      Request* r = prefilling[(first + k) % n];
+      const int need = static_cast<int>(r->req.prompt.size() - r->prompt_done) - r->chunk;
+      const int give = std::min({share, need, budget});
+      if (give <= 0) continue;
+      r->chunk += give;
+      budget -= give;
+    }
+  }
+}
+
+void Scheduler::Impl::step() {
+  batch.clear();
+  in_batch.clear();
+  prefilling.clear();
+  int n_out = 0;
+  // Decodes first: every running stream advances each step, whatever is prefilling.
+  for (int i = 0; i < static_cast<int>(slots.size()); ++i) {
+    Request* r = slots[i].req.get();
+    if (!r) continue;
+    if (!r->decoding) {
+      prefilling.push_back(r);
+      continue;
+    }
+    r->chunk = 0;
+    r->out_row = n_out++;
+    batch.add(r->next_token, static_cast<int32_t>(slots[i].tokens.size()), i, true);
+    in_batch.push_back(r);
+  }
+  allocate_prefill();
+  for (Request* r : prefilling) {
+    if (r->chunk == 0) continue;
+    r->out_row = -1;
+    const auto& prompt = r->req.prompt;
+    for (int k = 0; k < r->chunk; ++k) {
+      const size_t pos = r->prompt_done + k;
+      const bool last = pos + 1 == prompt.size();  // only the prompt's last token needs logits
+      if (last) r->out_row = n_out++;
+      batch.add(prompt[pos], static_cast<int32_t>(pos), r->slot, last);
+    }
+    in_batch.push_back(r);
+  }
+  ++step_count;
+  if (batch.n_tokens() == 0) return;
+
+  std::span<const float> logits;
+  std::string error;
+  try {
+    logits = model.run(batch);
+    if (logits.size() < static_cast<size_t>(n_out) * n_vocab)
+      error = fmt::format("model returned {} logits, expected {} rows of {}", logits.size(), n_out, n_vocab);
+  } catch (const std::exception& e) {
+    error = e.what();
+    if (error.empty()) error = "forward pass failed";
+  } catch (...) {
+    error = "forward pass failed (unknown exception)";
+  }
+  if (!error.empty()) {
+    // The KV of these slots may be half written: clear it and fail only this batch's requests.
+    for (Request* r : in_batch) finish(*r, FinishReason::Error, error);
+    return;
+  }
+  ++pending.steps;
+
+  for (Request* r : in_batch) {
+    Slot& s = slots[r->slot];
+    if (r->decoding) {
+      s.tokens.push_back(r->next_token);
+    } else {
+      const auto& prompt = r->req.prompt;
+      s.tokens.insert(s.tokens.end(), prompt.begin() + r->prompt_done, prompt.begin() + r->prompt_done + r->chunk);
+      r->prompt_done += r->chunk;
+      pending.prefill += r->chunk;
+    }
+    // May finish (and release) r: nothing touches r after this.
+    if (r->out_row >= 0) handle_logits(*r, logits.data() + static_cast<size_t>(r->out_row) * n_vocab);
+  }
+}
+
+void Scheduler::Impl::handle_logits(Request& r, const float* row) {
+  if (r.cancel_requested.load(std::memory_order_relaxed)) {
+    finish(r, FinishReason::Cancelled);
+    return;
+  }
+  const float* to_sample = row;
+  if (!r.req.logit_bias.empty()) {
+    biased.assign(row, row + n_vocab);  // the raw row stays intact for logprobs
+    for (auto [id, bias] : r.req.logit_bias) biased[id] += bias;
+    to_sample = biased.data();
+  }
+  const int32_t tok = r.sampler->sample(to_sample);
+  if (std::find(r.req.stop_tokens.begin(), r.req.stop_tokens.end(), tok) != r.req.stop_tokens.end()) {
+    finish(r, FinishReason::Stop);
+    return;
+  }
+  r.sampler->accept(tok);
+  if (r.result.completion_tokens == 0) r.result.first_token = Clock::now();
+  ++r.result.completion_tokens;
+  ++pending.generated;
+
+  event.token = tok;
+  event.logprob = 0;
+  event.top.clear();
+  if (r.req.top_logprobs >= 0) fill_logprobs(row, n_vocab, tok, r.req.top_logprobs, event);
+  bool more;
+  try {
+    more = r.sink->on_token(event);
+  } catch (const std::exception& e) {
+    finish(r, FinishReason::Error, fmt::format("sink failed: {}", e.what()));
+    return;
+  } catch (...) {
+    finish(r, FinishReason::Error, "sink failed");
+    return;
+  }
+  const int generated = r.result.completion_tokens;
+  if (!more) {
+    finish(r, FinishReason::Stop);
+  } else if (r.req.max_tokens > 0 && generated >= r.req.max_tokens) {
+    finish(r, FinishReason::Length);
+  } else if (static_cast<int>(r.req.prompt.size()) + generated >= n_ctx) {
+    // The sampled token would need position n_ctx: no room to feed it.
+    finish(r, FinishReason::ContextFull);
+  } else {
+    r.decoding = true;
+    r.next_token = tok;
+  }
+}
+
+void Scheduler::Impl::finish(Request& r, FinishReason why, std::string error) {
+  Handle keep;  // the slot may hold the last reference: keep r alive until on_done returns
+  const bool had_slot = r.slot >= 0;
+  if (had_slot) {
+    Slot& s = slots[r.slot];
+    if (why == FinishReason::Cancelled || why == FinishReason::Error) {
+      // Its contents are partial or unwanted: don't offer them for reuse.
+      try {
+        model.truncate(r.slot, 0);
+      } catch (...) {
+      }
+      s.tokens.clear();
+    }
+    s.last_used = ++lru_clock;
+    keep = std::move(s.req);
+    r.slot = -1;
+    --running;
+  }
+  r.result.finish = why;
+  r.result.error = std::move(error);
+  r.result.finished = Clock::now();
+  r.sampler.reset();
+  {
+    std::lock_guard lk(mu);
+    if (had_slot) --active;
+    r.state = Request::State::Done;
+    ++totals.requests_done;
+    if (why == FinishReason::Cancelled) ++totals.requests_cancelled;
+    if (why == FinishReason::Error) ++totals.requests_failed;
+    flush_locked();  // stats read after on_done include this request
+  }
+  try {
+    r.sink->on_done(r.result);
+  } catch (...) {
+    // A sink that throws from on_done must not take the scheduler down.
+  }
+}
+
+void Scheduler::Impl::shutdown() {
+  std::deque<Handle> waiting;
+  std::vector<Handle> dropped_now;
+  {
+    std::lock_guard lk(mu);
+    waiting.swap(queue);
+    dropped_now.swap(dropped);
+  }
+  for (auto& h : dropped_now) finish(*h, FinishReason::Cancelled);
+  for (auto& h : waiting) finish(*h, FinishReason::Cancelled);
+  for (auto& s : slots)
+    if (s.req) finish(*s.req, FinishReason::Cancelled);
+}
+
+Scheduler::Scheduler(BatchModel& model, const SchedulerOptions& opt) : impl_(std::make_unique<Impl>(model, opt)) {}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  impl_->worker.join();
+}
+
+Scheduler::Handle Scheduler::submit(GenerationRequest req, std::shared_ptr<GenerationSink> sink) {
+  impl_->validate(req, sink.get());
+  const int n_prompt = static_cast<int>(req.prompt.size());
+  auto h = std::make_shared<Request>(std::move(req), std::move(sink));
+  h->result.queued = Clock::now();
+  h->result.prompt_tokens = n_prompt;
+  {
+    std::lock_guard lk(impl_->mu);
+    if (impl_->stopping) throw std::runtime_error("scheduler is shutting down");
+    // Requests that will get a free slot at the next step don't count as waiting.
+    const size_t free_slots = static_cast<size_t>(impl_->opt.n_parallel - impl_->active);
+    if (impl_->queue.size() >= static_cast<size_t>(impl_->opt.max_queue) + free_slots)
+      throw QueueFull(fmt::format("request queue is full ({} waiting)", impl_->opt.max_queue));
+    impl_->queue.push_back(h);
+    impl_->totals.prompt_tokens += n_prompt;
+  }
+  impl_->cv.notify_one();
+  return h;
+}
+
+void Scheduler::cancel(const Handle& h) {
+  if (!h) return;
+  {
+    std::lock_guard lk(impl_->mu);
+    if (h->state == Request::State::Queued) {
+      auto it = std::find(impl_->queue.begin(), impl_->queue.end(), h);
+      if (it == impl_->queue.end()) return;  // another scheduler's request
+      impl_->queue.erase(it);
+      h->state = Request::State::Done;
+      impl_->dropped.push_back(h);
+    } else if (h->state == Request::State::Running) {
+      h->cancel_requested.store(true, std::memory_order_relaxed);
+    } else {
+      return;
+    }
+  }
+  impl_->cv.notify_one();
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard lk(impl_->mu);
+  SchedulerStats s = impl_->totals;
+  s.active = impl_->active;
+  s.queued = static_cast<int>(impl_->queue.size());
+  return s;
+}
+
+int Scheduler::n_ctx() const { return impl_->n_ctx; }
+
+}  // namespace llmesh

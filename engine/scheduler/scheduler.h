@@ -89,6 +89,8 @@ struct GenerationResult {
   int prompt_tokens = 0;    // prompt length
   int cached_tokens = 0;    // prompt tokens reused from the slot's previous contents
   int completion_tokens = 0;  // tokens passed to on_token
+  // queued: submit; started: given a slot; first_token: first on_token; finished: just before
+  // on_done. A stage never reached (cancelled while queued, no token) keeps the default value.
   std::chrono::steady_clock::time_point queued, started, first_token, finished;
 };
 
@@ -124,7 +126,9 @@ struct SchedulerStats {
   uint64_t prefill_tokens = 0;    // prompt tokens computed
   uint64_t generated_tokens = 0;
   uint64_t steps = 0;             // forward passes
-  uint64_t requests_done = 0;
+  uint64_t requests_done = 0;     // on_done calls, whatever the finish reason
+  uint64_t requests_cancelled = 0;  // of which Cancelled
+  uint64_t requests_failed = 0;     // of which Error
 };
 
 class Scheduler {
