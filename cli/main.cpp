@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   add(llmesh::cli::add_inspect);
   add(llmesh::cli::add_run);
   add(llmesh::cli::add_bench);
+  add(llmesh::cli::add_serve);
   CLI11_PARSE(app, argc, argv);
   for (auto& [sub, run] : runners) {
     if (sub->parsed()) {

@@ -1,0 +1,172 @@
+#include "server/api_server.h"
+
+#include <fmt/format.h>
+#include <httplib.h>
+
+#include <chrono>
+
+#include "server/endpoints.h"
+
+namespace llmesh::api {
+namespace {
+
+using Handler = void (*)(const ApiContext&, const httplib::Request&, httplib::Response&);
+
+// Anthropic's SDKs send anthropic-version (and x-api-key); their errors get Anthropic's shape.
+ApiFlavor flavor_of(const httplib::Request& req) {
+  if (req.path.rfind("/v1/messages", 0) == 0 || req.has_header("anthropic-version")) return ApiFlavor::Anthropic;
+  return ApiFlavor::OpenAI;
+}
+
+void write_error(httplib::Response& res, const ApiError& e, ApiFlavor flavor) {
+  res.status = e.status;
+  if (e.status == 429) res.set_header("Retry-After", "1");
+  res.set_content(dump_json(error_body(e, flavor)), "application/json");
+}
+
+}  // namespace
+
+ApiServer::ApiServer(ServedModel& model, ServerOptions opt)
+    : model_(model), opt_(std::move(opt)), ctx_{model_, metrics_, opt_}, http_(std::make_unique<httplib::Server>()) {
+  const int threads = opt_.http_threads > 0 ? opt_.http_threads
+                                            : model_.scheduler->stats().n_parallel + opt_.max_queue + 8;
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  http_->set_payload_max_length(opt_.max_body_bytes);
+  http_->set_keep_alive_timeout(30);
+  http_->set_read_timeout(30);
+  http_->set_write_timeout(30);
+  routes();
+}
+
+ApiServer::~ApiServer() { stop(); }
+
+bool ApiServer::authorized(const std::string& authorization, const std::string& x_api_key) const {
+  if (opt_.api_key.empty()) return true;
+  if (x_api_key == opt_.api_key) return true;
+  return authorization == "Bearer " + opt_.api_key;
+}
+
+void ApiServer::routes() {
+  auto wrap = [this](std::string endpoint, Handler h, bool needs_auth = true) {
+    return [this, endpoint, h, needs_auth](const httplib::Request& req, httplib::Response& res) {
+      const ApiFlavor flavor = flavor_of(req);
+      try {
+        if (needs_auth && !authorized(req.get_header_value("Authorization"), req.get_header_value("x-api-key")))
+          throw ApiError(401, "invalid_request_error",
+                         "Invalid or missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'", "",
+                         "invalid_api_key");
+        h(ctx_, req, res);
+      } catch (const ApiError& e) {
+        write_error(res, e, flavor);
+      } catch (const std::exception& e) {
+        write_error(res, ApiError(500, "server_error", fmt::format("Internal error: {}", e.what())), flavor);
+      }
+      metrics_.request_done(endpoint, res.status);
+    };
+  };
+  http_->Get("/v1/models", wrap("/v1/models", handle_models));
+  http_->Get(R"(/v1/models/([^/]+))", wrap("/v1/models/{id}", handle_model));
+  http_->Post("/v1/chat/completions", wrap("/v1/chat/completions", handle_chat_completions));
+  http_->Post("/v1/completions", wrap("/v1/completions", handle_completions));
+  http_->Post("/v1/messages", wrap("/v1/messages", handle_messages));
+  http_->Post("/v1/messages/count_tokens", wrap("/v1/messages/count_tokens", handle_count_tokens));
+
+  http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    SchedulerStats s = model_.scheduler->stats();
+    nlohmann::json j = {{"status", "ok"}, {"model", model_.id}, {"context_length", model_.n_ctx()},
+                        {"slots", {{"total", s.n_parallel}, {"busy", s.active}, {"queued", s.queued}}}};
+    res.set_content(dump_json(j), "application/json");
+  });
+  http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    SchedulerStats s = model_.scheduler->stats();
+    GaugeSnapshot g{s.active, s.queued, s.n_parallel, s.steps, s.prefill_tokens};
+    res.set_content(metrics_.render(g), "text/plain; version=0.0.4");
+  });
+
+  // Statuses the HTTP library produces itself (no route, body too large, bad request line)
+  // get the same JSON error shape.
+  http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    const ApiFlavor flavor = flavor_of(req);
+    std::string msg;
+    switch (res.status) {
+      case 404: msg = fmt::format("No endpoint {} {} on this node (see GET /v1/models, POST /v1/chat/completions, "
+                                  "/v1/completions, /v1/messages)", req.method, req.path); break;
+      case 405: msg = fmt::format("Method {} is not allowed on {}", req.method, req.path); break;
+      case 413: msg = fmt::format("The request body is larger than this node accepts ({} bytes)", opt_.max_body_bytes); break;
+      case 414: msg = "The request URI is too long"; break;
+      default: msg = fmt::format("HTTP error {}", res.status);
+    }
+    ApiError e(res.status, res.status == 404 ? "not_found_error" : "invalid_request_error", msg);
+    res.set_content(dump_json(error_body(e, flavor)), "application/json");
+    metrics_.request_done("other", res.status);
+  });
+}
+
+void ApiServer::bind() {
+  if (opt_.port == 0) {
+    port_ = http_->bind_to_any_port(opt_.host);
+  } else {
+    port_ = http_->bind_to_port(opt_.host, opt_.port) ? opt_.port : -1;
+  }
+  if (port_ < 0)
+    throw std::runtime_error(fmt::format("cannot listen on {}:{} (address in use, or not an address of this host)",
+                                         opt_.host, opt_.port));
+}
+
+void ApiServer::run() { http_->listen_after_bind(); }
+
+void ApiServer::stop() {
+  if (http_) http_->stop();
+}
+
+}  // namespace llmesh::api
+
+#include <csignal>
+#include <cstdio>
+#include <thread>
+#include <unistd.h>
+
+namespace llmesh::api {
+namespace {
+int g_signal_pipe[2] = {-1, -1};
+extern "C" void on_stop_signal(int sig) {
+  unsigned char s = static_cast<unsigned char>(sig);
+  if (g_signal_pipe[1] >= 0) (void)!write(g_signal_pipe[1], &s, 1);
+}
+}  // namespace
+
+int serve_until_signal(ApiServer& server, const ServerOptions& opt, bool json_output) {
+  std::signal(SIGPIPE, SIG_IGN);  // a client that vanishes mid-write is handled, not fatal
+  server.bind();
+  if (pipe(g_signal_pipe) != 0) throw std::runtime_error("cannot create the signal pipe");
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  std::thread watcher([&server] {
+    unsigned char s = 0;
+    while (read(g_signal_pipe[0], &s, 1) < 0 && errno == EINTR) {
+    }
+    server.stop();
+  });
+  const std::string url = fmt::format("http://{}:{}/v1", opt.host.find(':') != std::string::npos
+                                                             ? "[" + opt.host + "]" : opt.host, server.port());
+  if (json_output) {
+    std::printf("%s\n", dump_json(nlohmann::json{{"event", "listening"}, {"host", opt.host}, {"port", server.port()},
+                                                 {"url", url}}).c_str());
+  } else {
+    std::printf("llmesh serve: listening on %s (OpenAI: %s/chat/completions, Anthropic: %s/messages)\n",
+                url.c_str(), url.c_str(), url.c_str());
+  }
+  std::fflush(stdout);
+  server.run();
+  on_stop_signal(0);  // wake the watcher if the server stopped on its own
+  watcher.join();
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  close(g_signal_pipe[0]);
+  close(g_signal_pipe[1]);
+  g_signal_pipe[0] = g_signal_pipe[1] = -1;
+  return 0;
+}
+
+}  // namespace llmesh::api

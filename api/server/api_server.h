@@ -1,0 +1,53 @@
+// The HTTP server of a node: OpenAI- and Anthropic-compatible endpoints over one served model,
+// plus /health and /metrics. Requests are validated on the HTTP threads; generation runs on
+// the scheduler's thread; every response is written by the request's own HTTP thread.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "server/metrics.h"
+#include "server/request_flow.h"
+#include "server/served_model.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace llmesh::api {
+
+class ApiServer {
+ public:
+  ApiServer(ServedModel& model, ServerOptions opt);
+  ~ApiServer();
+
+  // Binds opt.host:opt.port (port 0: any free port); throws std::runtime_error naming the
+  // address when it cannot.
+  void bind();
+  int port() const { return port_; }
+  // Serves until stop(); call after bind().
+  void run();
+  void stop();
+
+  Metrics& metrics() { return metrics_; }
+
+ private:
+  void routes();
+  bool authorized(const std::string& authorization, const std::string& x_api_key) const;
+
+  ServedModel& model_;
+  ServerOptions opt_;
+  Metrics metrics_;
+  ApiContext ctx_;
+  std::unique_ptr<httplib::Server> http_;
+  int port_ = -1;
+};
+
+}  // namespace llmesh::api
+
+namespace llmesh::api {
+
+// Binds, prints where it listens (one JSON line with --json, else a human line), and serves
+// until SIGINT/SIGTERM. Returns the process exit code.
+int serve_until_signal(ApiServer& server, const ServerOptions& opt, bool json_output);
+
+}  // namespace llmesh::api

@@ -1,0 +1,128 @@
+// llmesh serve -m MODEL.gguf: an OpenAI- and Anthropic-compatible HTTP endpoint for one model.
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "cli/engine_options.h"
+#include "scheduler/scheduler.h"
+#include "server/api_server.h"
+#include "tokenizer/tokenizer.h"
+
+namespace llmesh::cli {
+namespace {
+
+struct ServeOptions {
+  EngineOptions engine;
+  int port = 9337;
+  std::string listen = "127.0.0.1";
+  int parallel = 4;
+  int max_queue = 64;
+  std::string api_key;
+  std::string chat_template;
+  std::string name;
+  std::vector<std::string> aliases;
+  size_t max_body_mb = 32;
+  bool json = false;
+};
+
+bool is_loopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+int run_serve(ServeOptions& o) {
+  if (o.api_key.empty())
+    if (const char* k = std::getenv("LLMESH_API_KEY")) o.api_key = k;
+  if (!is_loopback(o.listen) && o.api_key.empty())
+    std::fprintf(stderr,
+                 "llmesh serve: warning: listening on %s without an API key: anyone who can reach this "
+                 "address can use the model. Set --api-key or LLMESH_API_KEY.\n",
+                 o.listen.c_str());
+
+  LoadedEngine e = load_engine(o.engine, o.parallel);
+  auto tok = Tokenizer::from_gguf(e.model->file());
+  LocalBatchModel batch_model(*e.forward);
+  SchedulerOptions so;
+  so.n_parallel = o.parallel;
+  so.max_queue = o.max_queue;
+  so.step_tokens = o.engine.batch;
+  Scheduler scheduler(batch_model, so);
+
+  api::ServedModel sm;
+  sm.id = o.name.empty() ? std::filesystem::path(o.engine.model).stem().string() : o.name;
+  sm.aliases = o.aliases;
+  struct stat st {};
+  if (stat(o.engine.model.c_str(), &st) == 0) sm.created = st.st_mtime;
+  sm.tokenizer = tok.get();
+  sm.scheduler = &scheduler;
+  const auto& cfg = e.model->config();
+  sm.info = {{"architecture", cfg.arch_name}, {"n_layer", cfg.n_layer}, {"n_ctx_train", cfg.n_ctx_train},
+             {"n_vocab", cfg.n_vocab}};
+
+  std::string source;
+  std::string origin;
+  if (!o.chat_template.empty()) {
+    std::ifstream in(o.chat_template, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot read --chat-template " + o.chat_template);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    source = ss.str();
+    origin = o.chat_template;
+  } else if (auto t = e.model->file().opt_string("tokenizer.chat_template")) {
+    source = *t;
+    origin = "the model's tokenizer.chat_template";
+  }
+  if (!source.empty()) {
+    try {
+      sm.chat_template = api::ChatTemplate::parse(source, origin);
+    } catch (const api::TemplateError& err) {
+      if (!o.chat_template.empty()) throw;
+      std::fprintf(stderr, "llmesh serve: warning: %s; using ChatML instead (override with --chat-template)\n",
+                   err.what());
+    }
+  }
+  sm.describe_from_template();
+  if (!o.json)
+    std::fprintf(stderr, "llmesh serve: model '%s' (%s, %d layers), %d slots x %d tokens of context, "
+                         "chat template: %s, tool calls: %s%s\n",
+                 sm.id.c_str(), cfg.arch_name.c_str(), cfg.n_layer, o.parallel, sm.n_ctx(),
+                 source.empty() ? "ChatML (the model has none)" : origin.c_str(),
+                 api::tool_format_name(sm.tool_format), sm.thinking ? ", thinks in <think>" : "");
+
+  api::ServerOptions so2;
+  so2.host = o.listen;
+  so2.port = o.port;
+  so2.api_key = o.api_key;
+  so2.max_queue = o.max_queue;
+  so2.max_body_bytes = o.max_body_mb << 20;
+  api::ApiServer server(sm, so2);
+  return api::serve_until_signal(server, so2, o.json);
+}
+
+}  // namespace
+
+Runner add_serve(CLI::App& app) {
+  auto o = std::make_shared<ServeOptions>();
+  CLI::App* sub = app.add_subcommand("serve", "Serve a model over OpenAI- and Anthropic-compatible HTTP APIs");
+  add_engine_options(sub, o->engine);
+  sub->add_option("--port", o->port, "TCP port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
+  sub->add_option("--listen", o->listen, "Address to listen on")->capture_default_str();
+  sub->add_option("--parallel", o->parallel, "Requests generated at once (KV cache slots)")
+      ->check(CLI::Range(1, 256))->capture_default_str();
+  sub->add_option("--max-queue", o->max_queue, "Requests waiting for a slot before new ones get 429")
+      ->check(CLI::Range(0, 100000))->capture_default_str();
+  sub->add_option("--api-key", o->api_key, "Require this key (Authorization: Bearer / x-api-key); also LLMESH_API_KEY");
+  sub->add_option("--chat-template", o->chat_template, "Jinja chat template file (overrides the model's)")
+      ->check(CLI::ExistingFile);
+  sub->add_option("--name", o->name, "Model id clients use (default: the file name without .gguf)");
+  sub->add_option("--alias", o->aliases, "More model names to answer to (repeatable), e.g. for agents with fixed names");
+  sub->add_option("--max-body-mb", o->max_body_mb, "Largest request body in MiB")->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  sub->add_flag("--json", o->json, "Print the listening address as one JSON line");
+  return [o] { return run_serve(*o); };
+}
+
+}  // namespace llmesh::cli
