@@ -30,9 +30,10 @@ JsonExtentScanner::State JsonExtentScanner::scan(std::string_view text) {
       else if (c == '"') in_string_ = false;
       continue;
     }
-    if (expect_key_ && !is_json_space(c)) {
-      expect_key_ = false;
-      if (c != '"' && c != '}') {
+    if ((expect_key_ || expect_object_) && !is_json_space(c)) {
+      const bool ok = expect_key_ ? (c == '"' || c == '}') : (c == '{' || c == ']');
+      expect_key_ = expect_object_ = false;
+      if (!ok) {
         state_ = State::Invalid;
         end_ = scanned_;
         break;
@@ -47,6 +48,7 @@ JsonExtentScanner::State JsonExtentScanner::scan(std::string_view text) {
           end_ = scanned_;
         }
         expect_key_ = c == '{';
+        expect_object_ = c == '[' && depth_ == 1;
         break;
       case '}':
       case ']':

@@ -15,7 +15,8 @@ class JsonExtentScanner {
   enum class State { Open, Complete, Invalid };
 
   // `openers`: the characters the value may start with ("{" or "[{"); whitespace before it is
-  // skipped.
+  // skipped. An outermost '[' must hold objects (a list of calls), so "[1] ..." or "[Note"
+  // is ruled out at once.
   void reset(std::string_view openers);
   // Looks at the bytes of `text` not seen yet (text only ever grows by appending, so the
   // total work is linear in its length).
@@ -32,7 +33,8 @@ class JsonExtentScanner {
   size_t scanned_ = 0, begin_ = 0, end_ = 0;
   int depth_ = 0;
   bool started_ = false, in_string_ = false, escape_ = false;
-  bool expect_key_ = false;  // just after '{': only '"' or '}' may follow
+  bool expect_key_ = false;     // just after '{': only '"' or '}' may follow
+  bool expect_object_ = false;  // just after an outermost '[': only '{' or ']' may follow
 };
 
 // Whether a complete JSON text nests no deeper than `max_depth` (checked before parsing JSON

@@ -111,9 +111,11 @@ bool OutputParser::step_content(bool at_end) {
   std::string_view u = unread();
   if (u.empty()) return false;
 
-  // Openings recognised only before any answer text: <think>, and Llama 3's bare JSON call.
+  // Openings recognised only before any answer text: <think>, and calls written as bare JSON:
+  // Llama 3's object, and Mistral's list when the decoder did not render [TOOL_CALLS].
   const bool llama = opt_.tools == ToolFormat::Llama3;
-  if (!content_started_ && (think_allowed_ || llama)) {
+  const char bare_json = llama ? '{' : opt_.tools == ToolFormat::Mistral ? '[' : 0;
+  if (!content_started_ && (think_allowed_ || bare_json != 0)) {
     size_t n = u.find_first_not_of(kSpace);
     if (n == npos) {
       if (!at_end) return false;
@@ -129,10 +131,11 @@ bool OutputParser::step_content(bool at_end) {
         }
         if (m == TagMatch::Partial && !at_end) return false;
       }
-      if (llama && rest.front() == '{') {
+      if (bare_json != 0 && rest.front() == bare_json &&
+          match_tag(rest, kMistralCalls) == TagMatch::No) {
         std::string space(u.substr(0, n));
         consume(n);
-        start_call(CallKind::Llama, std::move(space));
+        start_call(llama ? CallKind::Llama : CallKind::MistralArray, std::move(space));
         return true;
       }
     }

@@ -227,6 +227,27 @@ TEST(MistralCalls, NameArgsStyle) {
   EXPECT_EQ(r.calls[1].arguments, "{}");
 }
 
+TEST(MistralCalls, BareListWhenTheMarkerWasNotRendered) {
+  // [TOOL_CALLS] is a control token; a decoder that skips those leaves the bare list.
+  auto r = parse_every_way(options(ToolFormat::Mistral),
+                           " [{\"name\": \"a\", \"arguments\": {\"n\": 1}}]");
+  ASSERT_EQ(r.calls.size(), 1u);
+  EXPECT_EQ(r.calls[0].arguments, R"({"n":1})");
+  EXPECT_EQ(r.text, "");
+  for (const char* input : {"[1] See the footnote.", "[Note: a long aside", "[] empty",
+                            "[{\"x\": 1}] is a list", "Text [{\"name\": \"a\"}]"}) {
+    r = parse_every_way(options(ToolFormat::Mistral), input);
+    EXPECT_EQ(r.text, input);
+    EXPECT_TRUE(r.calls.empty()) << input;
+  }
+  // Decided at the second character, not at the closing bracket.
+  OutputParser p(options(ToolFormat::Mistral));
+  EXPECT_TRUE(p.feed("[").empty());
+  auto e = p.feed("Note");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].text, "[Note");
+}
+
 TEST(MistralCalls, MalformedIsText) {
   for (const char* input : {"[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {}}, {\"x\": 1}]",
                             "[TOOL_CALLS][{\"name\": \"a\"", "[TOOL_CALLS]",
