@@ -358,7 +358,11 @@ void handle_messages(const ApiContext& ctx, const httplib::Request& req, httplib
         }
       }
       return true;
-    }, [&] { return write(event("ping", {{"type", "ping"}})); });
+    }, [&] {
+      // Before the first block the documented sequence has no ping; the connection watch
+      // notices a vanished client meanwhile.
+      return index < 0 || write(event("ping", {{"type", "ping"}}));
+    });
     if (!ok || failed) return;
     if (index < 0) {  // an empty answer is still one (empty) text block
       if (!open({{"type", "text"}, {"text", ""}})) return;

@@ -61,7 +61,8 @@ void ApiServer::routes() {
       } catch (const std::exception& e) {
         write_error(res, ApiError(500, "server_error", fmt::format("Internal error: {}", e.what())), flavor);
       }
-      metrics_.request_done(endpoint, res.status);
+      // The library turns "no status set" into 200 only after the handler returns.
+      metrics_.request_done(endpoint, res.status < 0 ? 200 : res.status);
     };
   };
   http_->Get("/v1/models", wrap("/v1/models", handle_models));

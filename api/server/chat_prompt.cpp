@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
+
 #include "server/api_error.h"
 
 namespace llmesh::api {
@@ -51,6 +53,31 @@ std::string forced_prefix(ToolFormat f, ToolChoice c, const std::string& name) {
   }
 }
 
+// Mistral's templates accept only 9-character alphanumeric call ids; other ids are mapped to
+// one derived from them, the same on every turn so calls and results still pair up.
+std::string mistral_id(const std::string& id) {
+  static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  bool ok = id.size() == 9;
+  for (char c : id) ok = ok && std::isalnum(static_cast<unsigned char>(c));
+  if (ok) return id;
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : id) h = (h ^ c) * 1099511628211ull;
+  std::string out;
+  for (int i = 0; i < 9; i++, h /= 62) out += chars[h % 62];
+  return out;
+}
+
+ojson with_mistral_ids(ojson messages) {
+  for (auto& m : messages) {
+    if (m.contains("tool_calls") && m["tool_calls"].is_array())
+      for (auto& tc : m["tool_calls"])
+        if (tc.contains("id") && tc["id"].is_string()) tc["id"] = mistral_id(tc["id"].get<std::string>());
+    if (m.contains("tool_call_id") && m["tool_call_id"].is_string())
+      m["tool_call_id"] = mistral_id(m["tool_call_id"].get<std::string>());
+  }
+  return messages;
+}
+
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -73,6 +100,7 @@ ChatPrompt build_chat_prompt(const ServedModel& model, const ChatRequest& req) {
 
   if (use_tools && model.template_has_tools) {
     in.tools = req.tools;
+    if (model.tool_format == ToolFormat::Mistral) in.messages = with_mistral_ids(in.messages);
   } else {
     // The template cannot show tools or tool turns: describe them in the system prompt.
     in.messages = messages_without_tool_roles(req.messages);

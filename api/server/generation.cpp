@@ -21,7 +21,7 @@ std::vector<ChannelEvent> ResponseChannel::wait(std::chrono::milliseconds timeou
 ChoiceSink::ChoiceSink(const Tokenizer& tok, ChoiceConfig cfg, std::shared_ptr<ResponseChannel> ch,
                        int choice, Metrics* metrics)
     : tok_(tok), cfg_(std::move(cfg)), ch_(std::move(ch)), choice_(choice), metrics_(metrics),
-      decoder_(tok), stop_(cfg_.stop_strings), parser_(cfg_.parser) {
+      decoder_(tok, /*special=*/true), stop_(cfg_.stop_strings), parser_(cfg_.parser) {
   // A forced prefix (e.g. "<tool_call>\n{\"name\": \"f\", \"arguments\": ") is part of the
   // answer: the parser sees it first, the client sees what the parser makes of it.
   if (!cfg_.prefill.empty()) {
