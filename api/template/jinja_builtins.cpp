@@ -59,23 +59,14 @@ Value f_lower(Renderer&, const CallArgs& a) { return Value::string(py_lower(inpu
 Value f_capitalize(Renderer&, const CallArgs& a) { return Value::string(py_capitalize(input(a).to_str())); }
 // jinja2's title: words start after whitespace, '-', '(', '{', '[' or '<'.
 Value f_title(Renderer&, const CallArgs& a) {
-  std::string s = input(a).to_str();
+  std::string out;
   bool start = true;
-  for (char& c : s) {
-    bool sep = c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == '-' || c == '(' ||
-               c == '{' || c == '[' || c == '<';
-    if (sep) {
-      start = true;
-      continue;
-    }
-    if (start) {
-      if (c >= 'a' && c <= 'z') c = char(c - 32);
-    } else if (c >= 'A' && c <= 'Z') {
-      c = char(c + 32);
-    }
-    start = false;
+  for (uint32_t c : utf8_decode(input(a).to_str())) {
+    bool sep = is_py_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
+    utf8_append(out, sep ? c : start ? to_upper_cp(c) : to_lower_cp(c));
+    start = sep;
   }
-  return Value::string(s);
+  return Value::string(out);
 }
 Value f_replace(Renderer& r, const CallArgs& a) {
   Value count = get(a, 3, "count", Value::none());
@@ -470,7 +461,14 @@ Value f_slice(Renderer&, const CallArgs& a) {
   }
   return Value::list(std::move(out));
 }
-Value f_attr(Renderer& r, const CallArgs& a) { return r.get_attr(input(a), get(a, 1, "name", Value::string("")).to_str()); }
+// jinja2's attr filter only looks up attributes, never items.
+Value f_attr(Renderer& r, const CallArgs& a) {
+  const Value& obj = input(a);
+  std::string name = get(a, 1, "name", Value::string("")).to_str();
+  if (obj.is_namespace() || obj.is_loop()) return r.get_attr(obj, name);
+  if (obj.is_undefined()) return r.get_attr(obj, name);
+  return bound_method(obj, name);
+}
 Value f_pprint(Renderer&, const CallArgs& a) { return Value::string(input(a).repr()); }
 
 // ---- tests ----

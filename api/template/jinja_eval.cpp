@@ -442,8 +442,7 @@ Renderer::Flow Renderer::exec_for(const Node& n) {
   }
   if (items.empty()) return exec_body(n.else_body);
   auto loop = std::make_shared<LoopObj>();
-  Value outer = lookup("loop");
-  if (outer.is_loop()) loop->depth0 = outer.loop_obj().depth0 + 1;
+  // depth stays 1: it only grows in recursive loops, which are not supported.
   loop->length = int64_t(items.size());
   loop->items = std::move(items);
   Value loop_value = Value::loop(loop);

@@ -47,15 +47,11 @@ std::vector<std::string> py_split_whitespace(const std::string& s, int64_t maxsp
   }
   if (!from_right) {
     for (size_t w = 0; w < size_t(maxsplit); ++w) out.push_back(sub(words[w].first, words[w].second));
-    // The rest keeps its inner whitespace, trailing whitespace stripped.
-    size_t e = cps.size();
-    while (e > 0 && is_py_space(cps[e - 1])) --e;
-    out.push_back(sub(words[size_t(maxsplit)].first, e));
+    // The rest is kept as it is, trailing whitespace included.
+    out.push_back(sub(words[size_t(maxsplit)].first, cps.size()));
   } else {
     size_t first_kept = words.size() - size_t(maxsplit);
-    size_t b = 0;
-    while (b < cps.size() && is_py_space(cps[b])) ++b;
-    out.push_back(sub(b, words[first_kept - 1].second));
+    out.push_back(sub(0, words[first_kept - 1].second));
     for (size_t w = first_kept; w < words.size(); ++w) out.push_back(sub(words[w].first, words[w].second));
   }
   return out;
@@ -107,36 +103,108 @@ std::vector<std::string> py_splitlines(const std::string& s, bool keepends) {
   return out;
 }
 
-std::string py_upper(const std::string& s) {
-  std::string out = s;
-  for (char& c : out)
-    if (c >= 'a' && c <= 'z') c = char(c - 32);
-  return out;
+// Simple case mappings for the scripts chat text commonly uses: ASCII, Latin-1, Latin
+// Extended-A, Greek, Cyrillic and fullwidth Latin. Other code points map to themselves.
+uint32_t to_upper_cp(uint32_t c) {
+  if (c < 0x80) return (c >= 'a' && c <= 'z') ? c - 32 : c;
+  if (c == 0xb5) return 0x39c;
+  if (c == 0xff) return 0x178;
+  if (c >= 0xe0 && c <= 0xfe && c != 0xf7) return c - 0x20;
+  if (c >= 0x100 && c <= 0x17f) {
+    if (c == 0x131) return 'I';
+    if (c == 0x17f) return 'S';
+    bool odd_lower = (c >= 0x100 && c <= 0x137) || (c >= 0x14a && c <= 0x177);
+    bool even_lower = (c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e);
+    if (odd_lower && (c & 1)) return c - 1;
+    if (even_lower && !(c & 1)) return c - 1;
+    return c;
+  }
+  if (c >= 0x3b1 && c <= 0x3c9 && c != 0x3c2) return c - 0x20;
+  if (c == 0x3c2) return 0x3a3;
+  if (c == 0x3ac) return 0x386;
+  if (c >= 0x3ad && c <= 0x3af) return c - 0x25;
+  if (c == 0x3cc) return 0x38c;
+  if (c == 0x3cd || c == 0x3ce) return c - 0x3f;
+  if (c >= 0x430 && c <= 0x44f) return c - 0x20;
+  if (c >= 0x450 && c <= 0x45f) return c - 0x50;
+  if (c >= 0xff41 && c <= 0xff5a) return c - 0x20;
+  return c;
 }
 
-std::string py_lower(const std::string& s) {
-  std::string out = s;
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z') c = char(c + 32);
+uint32_t to_lower_cp(uint32_t c) {
+  if (c < 0x80) return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+  if (c == 0x178) return 0xff;
+  if (c >= 0xc0 && c <= 0xde && c != 0xd7) return c + 0x20;
+  if (c >= 0x100 && c <= 0x17f) {
+    bool odd_lower = (c >= 0x100 && c <= 0x137) || (c >= 0x14a && c <= 0x177);
+    bool even_lower = (c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e);
+    if (c == 0x130) return 'i';
+    if (odd_lower && !(c & 1)) return c + 1;
+    if (even_lower && (c & 1)) return c + 1;
+    return c;
+  }
+  if (c >= 0x391 && c <= 0x3a9 && c != 0x3a2) return c + 0x20;
+  if (c == 0x386) return 0x3ac;
+  if (c >= 0x388 && c <= 0x38a) return c + 0x25;
+  if (c == 0x38c) return 0x3cc;
+  if (c == 0x38e || c == 0x38f) return c + 0x3f;
+  if (c >= 0x410 && c <= 0x42f) return c + 0x20;
+  if (c >= 0x400 && c <= 0x40f) return c + 0x50;
+  if (c >= 0xff21 && c <= 0xff3a) return c + 0x20;
+  return c;
+}
+
+bool is_cased(uint32_t c) { return to_upper_cp(c) != c || to_lower_cp(c) != c || c == 0xdf; }
+
+namespace {
+bool all_ascii(const std::string& s) {
+  for (unsigned char c : s)
+    if (c >= 0x80) return false;
+  return true;
+}
+// Maps each code point; ß upper-cases to "SS" as in Python.
+std::string map_case(const std::string& s, bool upper) {
+  if (all_ascii(s)) {
+    std::string out = s;
+    for (char& c : out) c = char(upper ? to_upper_cp(uint32_t(c)) : to_lower_cp(uint32_t(c)));
+    return out;
+  }
+  std::string out;
+  auto cps = utf8_decode(s);
+  for (size_t i = 0; i < cps.size(); ++i) {
+    uint32_t c = cps[i];
+    if (upper && c == 0xdf) {
+      out += "SS";
+      continue;
+    }
+    // Python's final sigma: a capital sigma ending a word lower-cases to 'ς'.
+    if (!upper && c == 0x3a3 && i > 0 && is_cased(cps[i - 1]) && (i + 1 == cps.size() || !is_cased(cps[i + 1]))) {
+      utf8_append(out, 0x3c2);
+      continue;
+    }
+    utf8_append(out, upper ? to_upper_cp(c) : to_lower_cp(c));
+  }
   return out;
 }
+}  // namespace
+
+std::string py_upper(const std::string& s) { return map_case(s, true); }
+std::string py_lower(const std::string& s) { return map_case(s, false); }
 
 std::string py_title(const std::string& s) {
-  std::string out = s;
+  std::string out;
   bool prev_cased = false;
-  for (char& c : out) {
-    bool lower = c >= 'a' && c <= 'z', upper = c >= 'A' && c <= 'Z';
-    if (lower && !prev_cased) c = char(c - 32);
-    else if (upper && prev_cased) c = char(c + 32);
-    // Non-ASCII letters count as cased so that "émile" does not capitalise the 'm'.
-    prev_cased = lower || upper || static_cast<unsigned char>(c) >= 0x80;
+  for (uint32_t c : utf8_decode(s)) {
+    utf8_append(out, prev_cased ? to_lower_cp(c) : to_upper_cp(c));
+    prev_cased = is_cased(c);
   }
   return out;
 }
 
 std::string py_capitalize(const std::string& s) {
-  std::string out = py_lower(s);
-  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = char(out[0] - 32);
+  auto cps = utf8_decode(s);
+  std::string out;
+  for (size_t i = 0; i < cps.size(); ++i) utf8_append(out, i == 0 ? to_upper_cp(cps[i]) : to_lower_cp(cps[i]));
   return out;
 }
 

@@ -112,12 +112,12 @@ TEST(JinjaLanguage, SnippetsMatchJinja2) {
       // attribute and item access
       "{{ nested.x.y[2].z }} {{ nested['x']['y'][0] }} {{ items[-1] }} {{ items[5] }} {{ d.b }} {{ d['a'] }}",
       "{{ items[1:] }} {{ items[:-1] }} {{ items[::-1] }} {{ items[::2] }} {{ s[2:7] }} {{ uni[1:3] }} {{ uni[-1] }}",
-      "{{ items.0 }} {{ d.items }} {{ d.nothere }} {{ nothing.attr }} {{ 'str'.nothere }}",
+      "{{ items.0 }} {{ d.items is defined }} {{ d.nothere }} {{ nothing.attr }} {{ 'str'.nothere }}",
       "{{ d.get('a') }} {{ d.get('zz') }} {{ d.get('zz', 5) }} {{ d.keys()|list }} {{ d.values()|list }}",
       // string methods
       "[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}][{{ 'xxhixx'.strip('x') }}][{{ '\\n\\nhi\\n'.lstrip('\\n') }}]",
       "{{ s.split() }} {{ 'a,b,,c'.split(',') }} {{ 'a b c'.split(' ', 1) }} {{ 'a,b,c'.rsplit(',', 1) }} {{ '  a  b  '.split(None, 1) }}",
-      "{{ s.upper() }} {{ s.lower() }} {{ 'hello world'.title() }} {{ 'hELLO'.capitalize() }} {{ 'they\\'re'.title() }}",
+      "{{ 'ßtraße ÿ Ωμέγα Привет ıİ'.upper() }} {{ 'ÀÉÎ ΣΑΣ Ёж'.lower() }} {{ s.upper() }} {{ s.lower() }} {{ 'hello world'.title() }} {{ 'hELLO'.capitalize() }} {{ 'they\\'re'.title() }}",
       "{{ s.startswith('  H') }} {{ s.endswith(('x', '  ')) }} {{ s.replace('l', 'L') }} {{ s.replace('l', 'L', 1) }}",
       "{{ s.find('World') }} {{ s.find('zz') }} {{ s.count('l') }} {{ '-'.join(['a', 'b']) }} {{ '12'.isdigit() }} {{ 'a1'.isalnum() }}",
       "{{ '{} and {}'.format('x', 'y') }} {{ '{0}{1}{0}'.format('a', 'b') }} {{ '{:>5}|{:<4}|{:^6}|{:.2f}'.format('r', 'l', 'c', 3.14159) }}",
