@@ -230,7 +230,7 @@ void Scheduler::Impl::allocate_prefill() {
   const size_t n = prefilling.size();
   for (Request* r : prefilling) r->chunk = 0;
   if (n == 0) return;
-  int budget = opt.step_tokens;
+  int budget = batch.n_tokens() > 0 ? std::min(opt.step_tokens, std::max(1, opt.busy_step_tokens)) : opt.step_tokens;
   const size_t first = step_count % n;
   while (budget > 0) {
     int unsatisfied = 0;

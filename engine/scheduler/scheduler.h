@@ -114,6 +114,9 @@ struct SchedulerOptions {
   int n_parallel = 4;       // concurrent requests (<= BatchModel::n_slots())
   int max_queue = 64;       // waiting requests beyond the running ones; more -> QueueFull
   int step_tokens = 256;    // most prompt tokens prefilled per step (decode tokens come first)
+  // The prompt budget while other requests are decoding: smaller, so a new long prompt delays
+  // each running stream's next token by one short chunk, not by a whole batch.
+  int busy_step_tokens = 128;
   bool prefix_reuse = true;
 };
 

@@ -616,3 +616,49 @@ TEST(Scheduler, ConcurrentSubmitAndCancel) {
 
 }  // namespace
 }  // namespace llmesh
+
+namespace llmesh {
+namespace {
+
+TEST(SchedulerBusyChunk, PromptChunkShrinksWhileOthersDecode) {
+  test::FakeModel m(2000, 512, 2);
+  SchedulerOptions o;
+  o.n_parallel = 2;
+  o.step_tokens = 64;
+  o.busy_step_tokens = 8;
+  m.close_gate();  // steps run only when permitted, so the first request is still decoding later
+  Scheduler s(m, o);
+  auto a = std::make_shared<test::RecordingSink>();
+  GenerationRequest ra;
+  ra.prompt = {1, 2, 3};
+  ra.max_tokens = 200;
+  ra.sampling.temperature = 0;
+  s.submit(ra, a);
+  m.permit(3);  // prefill, then two decode steps
+  while (a->tokens().size() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto b = std::make_shared<test::RecordingSink>();
+  GenerationRequest rb;
+  for (int i = 0; i < 100; i++) rb.prompt.push_back(100 + i);
+  rb.max_tokens = 2;
+  rb.sampling.temperature = 0;
+  s.submit(rb, b);
+  m.open_gate();
+  ASSERT_TRUE(b->wait());
+  ASSERT_TRUE(a->wait());
+  int steps_with_b_prompt = 0;
+  for (const Batch& batch : m.batches()) {
+    int prompt_tokens = 0;
+    bool decode = false;
+    for (int t = 0; t < batch.n_tokens(); ++t) {
+      if (batch.tokens[t] >= 100 && batch.tokens[t] < 200) prompt_tokens++;
+      if (batch.tokens[t] >= test::FakeModel::kGenBase) decode = true;
+    }
+    if (prompt_tokens == 0) continue;
+    steps_with_b_prompt++;
+    if (decode) EXPECT_LE(prompt_tokens, 8);
+  }
+  EXPECT_GE(steps_with_b_prompt, 100 / 8);
+}
+
+}  // namespace
+}  // namespace llmesh
