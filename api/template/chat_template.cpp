@@ -61,16 +61,17 @@ ChatTemplate ChatTemplate::chatml() {
 
 std::string ChatTemplate::render(const ChatInputs& in) const {
   jinja::Renderer r(*impl_->program, jinja::RenderLimits{});
-  jinja::install_globals(r);
-  // The variables Hugging Face's apply_chat_template passes.
-  r.set_global("messages", jinja::Value::from_json(in.messages));
-  r.set_global("tools", in.tools.is_null() ? jinja::Value::none() : jinja::Value::from_json(in.tools));
-  r.set_global("add_generation_prompt", jinja::Value::boolean(in.add_generation_prompt));
-  r.set_global("bos_token", jinja::Value::string(in.bos_token));
-  r.set_global("eos_token", jinja::Value::string(in.eos_token));
-  if (in.extra.is_object())
-    for (auto it = in.extra.begin(); it != in.extra.end(); ++it) r.set_global(it.key(), jinja::Value::from_json(it.value()));
   try {
+    jinja::install_globals(r);
+    // The variables Hugging Face's apply_chat_template passes.
+    r.set_global("messages", jinja::Value::from_json(in.messages));
+    r.set_global("tools", in.tools.is_null() ? jinja::Value::none() : jinja::Value::from_json(in.tools));
+    r.set_global("add_generation_prompt", jinja::Value::boolean(in.add_generation_prompt));
+    r.set_global("bos_token", jinja::Value::string(in.bos_token));
+    r.set_global("eos_token", jinja::Value::string(in.eos_token));
+    if (in.extra.is_object())
+      for (auto it = in.extra.begin(); it != in.extra.end(); ++it)
+        r.set_global(it.key(), jinja::Value::from_json(it.value()));
     return r.render();
   } catch (const jinja::TemplateRaised& e) {
     throw TemplateError(describe(impl_->name, e, "raise_exception: "));

@@ -38,6 +38,7 @@ struct Expr {
   };
   Kind kind;
   int line = 0, column = 0;
+  int depth = 1;                  // height of this subtree (bounded by the parser)
   Value value;                    // Literal
   std::string name;               // Name, GetAttr, Filter, Test; Binary operator
   std::vector<std::string> ops;   // Compare operators

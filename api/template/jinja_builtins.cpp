@@ -599,13 +599,14 @@ Value g_range(Renderer& r, const CallArgs& a) {
   return Value::list(std::move(out));
 }
 
-Value g_namespace(Renderer&, const CallArgs& a) {
+Value g_namespace(Renderer& r, const CallArgs& a) {
   auto d = std::make_shared<DictObj>();
   for (auto& p : a.positional) {
     if (!p.is_dict()) throw JinjaError("namespace() positional argument must be a mapping");
     for (auto& [k, v] : p.dict_obj().entries) d->set(k, v);
   }
   for (auto& [k, v] : a.keyword) d->set(Value::string(k), v);
+  r.adopt_namespace(d);
   return Value::namespace_object(d);
 }
 

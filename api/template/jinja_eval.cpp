@@ -245,8 +245,19 @@ std::string Renderer::render() {
   depth_ = 0;
   iterations_ = 0;
   work_bytes_ = 0;
-  exec_body(program_.body);
-  out_ = nullptr;
+  auto release = [&] {
+    out_ = nullptr;
+    scopes_.clear();
+    for (auto& ns : namespaces_) ns->entries.clear();
+    namespaces_.clear();
+  };
+  try {
+    exec_body(program_.body);
+  } catch (...) {
+    release();
+    throw;
+  }
+  release();
   return out;
 }
 

@@ -47,6 +47,9 @@ class Renderer {
   Value get_attr(const Value& obj, const std::string& name);
   Value get_item(const Value& obj, const Value& key);
   const RenderLimits& limits() const { return limits_; }
+  // namespace() objects can be made to contain themselves; they are emptied after the
+  // render so such cycles do not leak.
+  void adopt_namespace(std::shared_ptr<DictObj> ns) { namespaces_.push_back(std::move(ns)); }
 
   // Renders a macro body with its own scope (used by the macro callable).
   struct MacroDef;
@@ -69,6 +72,7 @@ class Renderer {
   std::vector<Scope> scopes_;  // innermost last; scopes_[0] is the template's top level
   size_t scope_floor_ = 0;     // inside a macro: scopes below this (but 0) are not visible
   size_t work_bytes_ = 0;
+  std::vector<std::shared_ptr<DictObj>> namespaces_;
   std::string* out_ = nullptr;
   int depth_ = 0;
   uint64_t iterations_ = 0;

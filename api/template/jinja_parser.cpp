@@ -1,5 +1,6 @@
 #include "template/jinja_parser.h"
 
+#include <algorithm>
 #include <initializer_list>
 
 #include "template/jinja_lexer.h"
@@ -10,6 +11,9 @@ namespace {
 
 // Nesting deeper than this in a template from a model file is hostile, not useful.
 constexpr int kMaxParseDepth = 200;
+// Left-deep chains (`a + b + c ...`, `x|f|f|f`) do not recurse in the parser but do in the
+// evaluator, so expression trees are bounded by height too.
+constexpr int kMaxExprHeight = 400;
 
 class Parser {
  public:
@@ -42,6 +46,19 @@ class Parser {
   }
 
   [[noreturn]] void fail(const std::string& msg) const { throw JinjaError(msg, cur().line, cur().column); }
+
+  // Computes the height of `e` from its children and refuses trees that are too tall.
+  ExprPtr checked(ExprPtr e) const {
+    int h = 0;
+    for (auto& c : e->children)
+      if (c) h = std::max(h, c->depth);
+    for (auto& kv : e->kwargs) h = std::max(h, kv.second->depth);
+    if (e->star_args) h = std::max(h, e->star_args->depth);
+    if (e->star_kwargs) h = std::max(h, e->star_kwargs->depth);
+    e->depth = h + 1;
+    if (e->depth > kMaxExprHeight) throw JinjaError("expression nesting too deep", e->line, e->column);
+    return e;
+  }
 
   bool is_op(const char* op) const { return cur().type == Token::Type::Operator && cur().text == op; }
   bool is_name(const char* n) const { return cur().type == Token::Type::Name && cur().text == n; }
@@ -370,7 +387,7 @@ class Parser {
     }
     auto e = at<Expr>(start, Expr::Kind::Tuple);
     e->children = std::move(items);
-    return e;
+    return checked(std::move(e));
   }
 
   ExprPtr parse_expression(bool with_condexpr = true) {
@@ -386,7 +403,7 @@ class Parser {
       c->children.push_back(std::move(e));
       c->children.push_back(std::move(cond));
       c->children.push_back(std::move(other));
-      e = std::move(c);
+      e = checked(std::move(c));
     }
     return e;
   }
@@ -396,7 +413,7 @@ class Parser {
     e->name = op;
     e->children.push_back(std::move(l));
     e->children.push_back(std::move(r));
-    return e;
+    return checked(std::move(e));
   }
 
   ExprPtr parse_or() {
@@ -425,7 +442,7 @@ class Parser {
       auto e = at<Expr>(cur(), Expr::Kind::Not);
       advance();
       e->children.push_back(parse_not());
-      return e;
+      return checked(std::move(e));
     }
     return parse_compare();
   }
@@ -458,7 +475,7 @@ class Parser {
       cmp->ops.push_back(op);
       cmp->children.push_back(parse_math1());
     }
-    return cmp ? std::move(cmp) : std::move(first);
+    return cmp ? checked(std::move(cmp)) : std::move(first);
   }
 
   ExprPtr parse_math1() {
@@ -510,6 +527,7 @@ class Parser {
       e = at<Expr>(cur(), is_op("-") ? Expr::Kind::Neg : Expr::Kind::Pos);
       advance();
       e->children.push_back(parse_unary(false));
+      e = checked(std::move(e));
     } else {
       e = parse_primary();
     }
@@ -563,7 +581,7 @@ class Parser {
             e->children.push_back(parse_expression(true));
           }
           advance();
-          return e;
+          return checked(std::move(e));
         }
         if (t.text == "{") {
           auto e = at<Expr>(t, Expr::Kind::Dict);
@@ -576,7 +594,7 @@ class Parser {
             e->children.push_back(parse_expression(true));
           }
           advance();
-          return e;
+          return checked(std::move(e));
         }
         break;
       default: break;
@@ -594,13 +612,13 @@ class Parser {
           g->name = cur().text;
           advance();
           g->children.push_back(std::move(e));
-          e = std::move(g);
+          e = checked(std::move(g));
         } else if (cur().type == Token::Type::Integer) {
           auto g = at<Expr>(t, Expr::Kind::GetItem);
           g->children.push_back(std::move(e));
           g->children.push_back(literal(cur(), Value::integer(cur().int_value)));
           advance();
-          e = std::move(g);
+          e = checked(std::move(g));
         } else {
           fail("expected name or number after '.'");
         }
@@ -610,7 +628,7 @@ class Parser {
         g->children.push_back(std::move(e));
         g->children.push_back(parse_subscript());
         expect_op("]");
-        e = std::move(g);
+        e = checked(std::move(g));
       } else if (is_op("(")) {
         e = parse_call(std::move(e));
       } else {
@@ -634,7 +652,7 @@ class Parser {
     s->children.push_back(std::move(start));
     s->children.push_back(std::move(stop));
     s->children.push_back(std::move(step));
-    return s;
+    return checked(std::move(s));
   }
 
   void parse_call_args(Expr& e) {
@@ -666,7 +684,7 @@ class Parser {
     auto c = at<Expr>(cur(), Expr::Kind::Call);
     c->children.push_back(std::move(callee));
     parse_call_args(*c);
-    return c;
+    return checked(std::move(c));
   }
 
   std::string dotted_name() {
@@ -688,7 +706,7 @@ class Parser {
     if (!f->builtin) throw JinjaError("no filter named '" + f->name + "'", name_tok.line, name_tok.column);
     f->children.push_back(std::move(input));
     if (is_op("(")) parse_call_args(*f);
-    return f;
+    return checked(std::move(f));
   }
 
   ExprPtr parse_filter_expr(ExprPtr e) {
@@ -715,7 +733,7 @@ class Parser {
           ExprPtr arg = parse_postfix(parse_primary());
           test->children.push_back(std::move(arg));
         }
-        e = std::move(test);
+        e = checked(std::move(test));
       } else if (is_op("(")) {
         e = parse_call(std::move(e));
       } else {

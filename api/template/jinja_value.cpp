@@ -33,11 +33,15 @@ Value Value::list(std::vector<Value> items, bool tuple) {
   auto l = std::make_shared<ListObj>();
   l->items = std::move(items);
   l->tuple = tuple;
+  for (auto& it : l->items) l->nesting = std::max(l->nesting, it.nesting() + 1);
+  if (l->nesting > kMaxValueNesting) throw JinjaError("value nesting too deep");
   v.obj_ = std::move(l);
   return v;
 }
 
 Value Value::dict(std::shared_ptr<DictObj> d) {
+  for (auto& [k, val] : d->entries) d->nesting = std::max(d->nesting, val.nesting() + 1);
+  if (d->nesting > kMaxValueNesting) throw JinjaError("value nesting too deep");
   Value v;
   v.kind_ = Kind::Dict;
   v.obj_ = std::move(d);
@@ -67,34 +71,40 @@ Value Value::loop(std::shared_ptr<LoopObj> l) {
   return v;
 }
 
-Value Value::from_json(const nlohmann::ordered_json& j) {
+namespace {
+Value from_json_at(const nlohmann::ordered_json& j, int depth) {
+  if (depth > kMaxValueNesting) throw JinjaError("input nesting too deep");
   using T = nlohmann::ordered_json::value_t;
   switch (j.type()) {
-    case T::null: return none();
-    case T::boolean: return boolean(j.get<bool>());
-    case T::number_integer: return integer(j.get<int64_t>());
+    case T::null: return Value::none();
+    case T::boolean: return Value::boolean(j.get<bool>());
+    case T::number_integer: return Value::integer(j.get<int64_t>());
     case T::number_unsigned: {
       uint64_t u = j.get<uint64_t>();
-      if (u > uint64_t(INT64_MAX)) return floating(double(u));
-      return integer(int64_t(u));
+      if (u > uint64_t(INT64_MAX)) return Value::floating(double(u));
+      return Value::integer(int64_t(u));
     }
-    case T::number_float: return floating(j.get<double>());
-    case T::string: return string(j.get<std::string>());
+    case T::number_float: return Value::floating(j.get<double>());
+    case T::string: return Value::string(j.get<std::string>());
     case T::array: {
       std::vector<Value> items;
       items.reserve(j.size());
-      for (auto& e : j) items.push_back(from_json(e));
-      return list(std::move(items));
+      for (auto& e : j) items.push_back(from_json_at(e, depth + 1));
+      return Value::list(std::move(items));
     }
     case T::object: {
       auto d = std::make_shared<DictObj>();
       d->entries.reserve(j.size());
-      for (auto it = j.begin(); it != j.end(); ++it) d->entries.emplace_back(string(it.key()), from_json(it.value()));
-      return dict(std::move(d));
+      for (auto it = j.begin(); it != j.end(); ++it)
+        d->entries.emplace_back(Value::string(it.key()), from_json_at(it.value(), depth + 1));
+      return Value::dict(std::move(d));
     }
-    default: return none();
+    default: return Value::none();
   }
 }
+}  // namespace
+
+Value Value::from_json(const nlohmann::ordered_json& j) { return from_json_at(j, 1); }
 
 const std::string& Value::str() const {
   return kind_ == Kind::String ? static_cast<const StringObj*>(obj_.get())->s : kEmpty;
@@ -108,6 +118,12 @@ DictObj& Value::mutable_dict() const { return *static_cast<DictObj*>(obj_.get())
 CallableObj& Value::fn() const { return *static_cast<CallableObj*>(obj_.get()); }
 LoopObj& Value::loop_obj() const { return *static_cast<LoopObj*>(obj_.get()); }
 std::shared_ptr<LoopObj> Value::loop_ptr() const { return std::static_pointer_cast<LoopObj>(obj_); }
+int Value::nesting() const {
+  if (kind_ == Kind::List) return static_cast<const ListObj*>(obj_.get())->nesting;
+  if (kind_ == Kind::Dict || kind_ == Kind::Namespace) return static_cast<const DictObj*>(obj_.get())->nesting;
+  return 0;
+}
+
 const std::string& Value::undefined_hint() const {
   return obj_ ? static_cast<const UndefinedObj*>(obj_.get())->hint : kEmpty;
 }
@@ -163,6 +179,13 @@ std::string Value::to_str() const {
 }
 
 std::string Value::repr() const {
+  // Namespaces can contain themselves; bound the recursion instead of overflowing.
+  static thread_local int depth = 0;
+  if (depth > kMaxValueNesting + 2) throw JinjaError("value nesting too deep to print");
+  ++depth;
+  struct Leave {
+    ~Leave() { --depth; }
+  } leave;
   switch (kind_) {
     case Kind::Undefined: return "";
     case Kind::None: return "None";
@@ -214,6 +237,8 @@ const Value* DictObj::find(const Value& key) const {
 }
 
 void DictObj::set(const Value& key, Value v) {
+  nesting = std::max(nesting, v.nesting() + 1);
+  if (nesting > kMaxValueNesting) throw JinjaError("value nesting too deep");
   for (auto& e : entries)
     if (values_equal(e.first, key)) {
       e.second = std::move(v);

@@ -78,6 +78,7 @@ class Value {
   LoopObj& loop_obj() const;
   std::shared_ptr<LoopObj> loop_ptr() const;
   const std::string& undefined_hint() const;
+  int nesting() const;  // 0 for scalars
 
   bool truthy() const;
   // Python str(): what `{{ x }}` prints. Undefined prints as "".
@@ -113,15 +114,21 @@ struct UndefinedObj : Object {
   explicit UndefinedObj(std::string h) : hint(std::move(h)) {}
 };
 
+// Containers record how deeply they nest, so a template cannot build a structure whose
+// printing or destruction would overflow the stack.
+constexpr int kMaxValueNesting = 500;
+
 struct ListObj : Object {
   std::vector<Value> items;
   bool tuple = false;
+  int nesting = 1;
 };
 
 // Insertion-ordered mapping, as Python dicts are. Chat inputs are small, so a linear scan
 // beats hashing here.
 struct DictObj : Object {
   std::vector<std::pair<Value, Value>> entries;
+  int nesting = 1;
   const Value* find(std::string_view key) const;
   const Value* find(const Value& key) const;
   void set(const Value& key, Value v);
