@@ -25,12 +25,6 @@ Value get(const CallArgs& a, size_t i, const char* name, Value fallback) {
 }
 const Value& input(const CallArgs& a) { return a.positional[0]; }
 
-Value str_list(std::vector<std::string> parts) {
-  std::vector<Value> out;
-  for (auto& p : parts) out.push_back(Value::string(std::move(p)));
-  return Value::list(std::move(out));
-}
-
 // Attribute paths as jinja2's make_attrgetter: "a.b", integer parts index lists.
 Value attr_path(Renderer& r, const Value& item, const Value& attribute) {
   if (attribute.is_int()) return r.get_item(item, attribute);

@@ -390,7 +390,7 @@ std::string percent_format(Renderer& r, const std::string& fmt, const Value& arg
     }
     r.check_size(out.size());
   }
-  if (!mapping && next < positional.size() && !(positional.size() == 1 && !args.is_tuple() && next == 0 && false))
+  if (!mapping && next < positional.size())
     throw JinjaError("not all arguments converted during string formatting");
   return out;
 }

@@ -682,6 +682,8 @@ class Parser {
 
   ExprPtr parse_call(ExprPtr callee) {
     auto c = at<Expr>(cur(), Expr::Kind::Call);
+    c->line = callee->line;  // errors point at what is called, not at '('
+    c->column = callee->column;
     c->children.push_back(std::move(callee));
     parse_call_args(*c);
     return checked(std::move(c));

@@ -216,3 +216,15 @@ TEST(ChatTemplateReference, Qwen3FiftyMessagesRendersFast) {
   EXPECT_LT(us, 2000.0);
 #endif
 }
+
+TEST(ChatTemplateReference, RefusalNamesTemplateLineAndColumn) {
+  auto t = ChatTemplate::parse(read_file(kTemplateDir + "/gemma-2.jinja"), "gemma-2");
+  ChatInputs in;
+  in.messages = {msg("system", "S"), msg("user", "U")};
+  try {
+    t.render(in);
+    FAIL() << "Gemma 2 refuses system messages";
+  } catch (const llmesh::api::TemplateError& e) {
+    EXPECT_STREQ(e.what(), "chat template 'gemma-2', line 1, column 59: raise_exception: System role not supported");
+  }
+}
