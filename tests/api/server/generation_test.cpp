@@ -63,14 +63,17 @@ TEST_F(Generation, UsageIsExact) {
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   json j = json::parse(r->body);
-  std::string prompt = server_->served().chat_template.render(
-      api::ChatInputs{api::ojson::array({{{"role", "user"}, {"content", "Once upon a time there was"}}}), nullptr, true});
+  api::ChatInputs in;
+  in.messages = api::ojson::array({{{"role", "user"}, {"content", "Once upon a time there was"}}});
+  std::string prompt = server_->served().chat_template.render(in);
   int expect_prompt = static_cast<int>(server_->served().tokenize_prompt(prompt).size());
   EXPECT_EQ(j["usage"]["prompt_tokens"], expect_prompt);
   int completion = j["usage"]["completion_tokens"];
   EXPECT_LE(completion, 7);
   EXPECT_EQ(j["usage"]["total_tokens"], expect_prompt + completion);
-  if (j["choices"][0]["finish_reason"] == "length") EXPECT_EQ(completion, 7);
+  if (j["choices"][0]["finish_reason"] == "length") {
+    EXPECT_EQ(completion, 7);
+  }
   EXPECT_TRUE(j["id"].get<std::string>().rfind("chatcmpl-", 0) == 0);
 }
 

@@ -33,8 +33,12 @@ class HttpErrors : public ::testing::Test {
     EXPECT_TRUE(j["error"]["message"].is_string());
     EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
     EXPECT_TRUE(j["error"]["type"].is_string());
-    if (!param.empty()) EXPECT_EQ(j["error"]["param"], param) << j.dump();
-    if (!code.empty()) EXPECT_EQ(j["error"]["code"], code) << j.dump();
+    if (!param.empty()) {
+      EXPECT_EQ(j["error"]["param"], param) << j.dump();
+    }
+    if (!code.empty()) {
+      EXPECT_EQ(j["error"]["code"], code) << j.dump();
+    }
   }
   static void expect_anthropic_error(const json& j, const std::string& type) {
     EXPECT_EQ(j["type"], "error") << j.dump();
