@@ -224,19 +224,8 @@ void handle_messages(const ApiContext& ctx, const httplib::Request& req, httplib
   gr.sampling = sampling_from(sbody, ctx.model.tokenizer->n_vocab(), nullptr);
   ChoiceConfig cfg;
   cfg.stop_strings = stop_list(body, "stop_sequences", 16);
-  ChatPrompt prompt = build_chat_prompt(ctx.model, cr);
-  cfg.parser = prompt.parser;
-  cfg.prefill = prompt.prefill;
-  gr.prompt = prompt.tokens;
-  gr.max_tokens = budget_tokens(ctx, gr.prompt.size(), max_tokens);
-  gr.stop_tokens = ctx.model.stop_tokens;
-
-  std::vector<GenerationRequest> reqs;
-  reqs.push_back(std::move(gr));
-  std::vector<ChoiceConfig> cfgs;
-  cfgs.push_back(std::move(cfg));
-  const size_t prompt_size = reqs[0].prompt.size();
-  auto sub = std::make_shared<Submission>(submit_choices(ctx, std::move(reqs), std::move(cfgs)));
+  auto sub = std::make_shared<Submission>(submit_chat(ctx, cr, std::move(gr), std::move(cfg), max_tokens));
+  const size_t prompt_size = sub->prompt_tokens;
   auto watch = std::make_shared<ConnectionWatch>(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
   const std::string id = random_id("msg_");
   const std::string model = body["model"];

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "output/output_parser.h"
+#include "server/request_flow.h"
 #include "server/served_model.h"
 
 namespace llmesh::api {
@@ -32,5 +33,10 @@ struct ChatPrompt {
 
 // Throws ApiError (400) for a conversation the template refuses, naming the template's reason.
 ChatPrompt build_chat_prompt(const ServedModel& model, const ChatRequest& req);
+
+// Both chat APIs: renders the conversation into `gr` (prompt, token budget, stop tokens) and
+// `cfg` (parser, prefill), then submits the one choice.
+Submission submit_chat(const ApiContext& ctx, const ChatRequest& cr, GenerationRequest gr, ChoiceConfig cfg,
+                       std::optional<int64_t> max_tokens);
 
 }  // namespace llmesh::api

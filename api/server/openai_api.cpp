@@ -336,18 +336,7 @@ void handle_chat_completions(const ApiContext& ctx, const httplib::Request& req,
   ChoiceConfig cfg;
   cfg.stop_strings = stop_list(body, "stop", 4);
   cfg.logprobs = logprobs;
-  ChatPrompt prompt = build_chat_prompt(ctx.model, cr);
-  cfg.parser = prompt.parser;
-  cfg.prefill = prompt.prefill;
-  gr.prompt = prompt.tokens;
-  gr.max_tokens = budget_tokens(ctx, gr.prompt.size(), max_tokens);
-  gr.stop_tokens = ctx.model.stop_tokens;
-
-  std::vector<GenerationRequest> reqs;
-  reqs.push_back(std::move(gr));
-  std::vector<ChoiceConfig> cfgs;
-  cfgs.push_back(std::move(cfg));
-  auto sub = std::make_shared<Submission>(submit_choices(ctx, std::move(reqs), std::move(cfgs)));
+  auto sub = std::make_shared<Submission>(submit_chat(ctx, cr, std::move(gr), std::move(cfg), max_tokens));
   auto watch = std::make_shared<ConnectionWatch>(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
   const std::string id = random_id("chatcmpl-");
   const int64_t created = unix_now();
@@ -570,8 +559,6 @@ void handle_completions(const ApiContext& ctx, const httplib::Request& req, http
   const std::string id = random_id("cmpl-");
   const int64_t created = unix_now();
   const std::string model = body["model"];
-  int prompt_total = 0;
-  for (auto& r : prompts) prompt_total += 0 * static_cast<int>(r.size());
 
   if (!stream) {
     std::vector<std::string> text(n);
@@ -671,7 +658,6 @@ void handle_completions(const ApiContext& ctx, const httplib::Request& req, http
     }
     write("data: [DONE]\n\n");
   });
-  (void)prompt_total;
 }
 
 }  // namespace llmesh::api

@@ -149,6 +149,7 @@ Submission submit_choices(const ApiContext& ctx, std::vector<GenerationRequest> 
   for (size_t i = 0; i < reqs.size(); i++) {
     auto sink = std::make_shared<ChoiceSink>(*ctx.model.tokenizer, std::move(cfgs[i]), sub.channel,
                                              static_cast<int>(i), &ctx.metrics);
+    sub.prompt_tokens += reqs[i].prompt.size();
     try {
       sub.running->add(ctx.model.scheduler->submit(std::move(reqs[i]), sink));
     } catch (const QueueFull& e) {

@@ -57,6 +57,7 @@ struct Submission {
   std::shared_ptr<ResponseChannel> channel;
   std::shared_ptr<RunningRequest> running;
   int n_choices = 0;
+  size_t prompt_tokens = 0;  // of all choices together
   std::chrono::steady_clock::time_point start;
 };
 // Submits one GenerationRequest per choice. QueueFull -> ApiError 429, invalid -> 400.
