@@ -147,3 +147,17 @@ test('thinking is reasoning_content, never <think> in content', async () => {
   assert.ok(!s.reasoning.includes('<think>') && !s.reasoning.includes('</think>'));
   assert.equal(s.finish, 'stop');
 });
+
+test('newer SDK request shapes: developer role, content parts, max_completion_tokens', async () => {
+  const r = await client.chat.completions.create({
+    model: 'scripted', max_completion_tokens: 2,
+    messages: [{ role: 'developer', content: 'Be nice.' }, { role: 'user', content: [{ type: 'text', text: 'hello' }] }],
+  });
+  assert.equal(r.choices[0].message.content, 'Hello there');
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.equal(r.usage.completion_tokens, 2);
+  const all = await Promise.all(['hello', 'weather?', 'think: 1+1', 'hi'].map((content) =>
+    client.chat.completions.create({ model: 'scripted', messages: [{ role: 'user', content }], tools })));
+  assert.deepEqual(all.map((x) => x.choices[0].finish_reason), ['stop', 'tool_calls', 'stop', 'stop']);
+  assert.equal(all[2].choices[0].message.reasoning_content, 'Two and two make four.');
+});
