@@ -277,15 +277,19 @@ void handle_messages(const ApiContext& ctx, const httplib::Request& req, httplib
   }
 
   stream_response(res, "text/event-stream", [ctx, sub, watch, id, model, prompt_size](auto& write) {
-    json start = {{"type", "message_start"},
-                  {"message", {{"id", id}, {"type", "message"}, {"role", "assistant"}, {"model", model},
-                               {"content", json::array()}, {"stop_reason", nullptr}, {"stop_sequence", nullptr},
-                               {"usage", {{"input_tokens", prompt_size}, {"output_tokens", 0},
-                                          {"cache_read_input_tokens", 0}, {"cache_creation_input_tokens", 0}}}}}};
-    if (!write(event("message_start", start))) {
-      sub->running->cancel();
-      return;
-    }
+    // message_start waits for the request's first event, so its usage already splits the
+    // prompt into computed and cached tokens the way message_delta will.
+    bool started = false;
+    auto start_message = [&](int cached) {
+      started = true;
+      json u = {{"input_tokens", static_cast<int>(prompt_size) - cached}, {"output_tokens", 0},
+                {"cache_read_input_tokens", cached}, {"cache_creation_input_tokens", 0}};
+      json start = {{"type", "message_start"},
+                    {"message", {{"id", id}, {"type", "message"}, {"role", "assistant"}, {"model", model},
+                                 {"content", json::array()}, {"stop_reason", nullptr}, {"stop_sequence", nullptr},
+                                 {"usage", u}}}};
+      return write(event("message_start", start));
+    };
     int index = -1;           // current block
     std::string open_type;    // "", "text", "thinking"
     bool pinged = false, any_call = false, failed = false;
@@ -311,6 +315,7 @@ void handle_messages(const ApiContext& ctx, const httplib::Request& req, httplib
     };
     bool ok = pump(ctx, *sub, watch.get(), [&](std::vector<ChannelEvent>& evs) {
       for (auto& e : evs) {
+        if (!started && !start_message(e.done ? e.result.cached_tokens : std::max(0, e.cached_tokens))) return false;
         for (auto& o : e.out) {
           if (o.kind == OutputEvent::Kind::Text || o.kind == OutputEvent::Kind::Reasoning) {
             const bool is_text = o.kind == OutputEvent::Kind::Text;
@@ -352,7 +357,7 @@ void handle_messages(const ApiContext& ctx, const httplib::Request& req, httplib
       // notices a vanished client meanwhile.
       return index < 0 || write(event("ping", {{"type", "ping"}}));
     });
-    if (!ok || failed) return;
+    if (!ok || failed || !started) return;
     if (index < 0) {  // an empty answer is still one (empty) text block
       if (!open({{"type", "text"}, {"text", ""}})) return;
       open_type = "text";

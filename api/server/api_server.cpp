@@ -2,9 +2,16 @@
 
 #include <fmt/format.h>
 #include <httplib.h>
+#include <poll.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <thread>
 
+#include "server/connection_watch.h"
 #include "server/endpoints.h"
 
 namespace llmesh::api {
@@ -121,12 +128,21 @@ void ApiServer::stop() {
   if (http_) http_->stop();
 }
 
-}  // namespace llmesh::api
+void ApiServer::drain_and_stop(std::chrono::steady_clock::time_point deadline, const std::function<bool()>& hurry) {
+  http_->stop();  // no new connections; requests already read keep going
+  while (std::chrono::steady_clock::now() < deadline && !hurry()) {
+    SchedulerStats s = model_.scheduler->stats();
+    if (s.active == 0 && s.queued == 0) {
+      // Give the HTTP threads a moment to write the last chunks of what just finished.
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      break;
+    }
+  }
+  // Idle keep-alive connections would otherwise hold run() for their whole timeout.
+  shutdown_connections(port_);
+}
 
-#include <csignal>
-#include <cstdio>
-#include <thread>
-#include <unistd.h>
+}  // namespace llmesh::api
 
 namespace llmesh::api {
 namespace {
@@ -147,7 +163,13 @@ int serve_until_signal(ApiServer& server, const ServerOptions& opt, bool json_ou
     unsigned char s = 0;
     while (read(g_signal_pipe[0], &s, 1) < 0 && errno == EINTR) {
     }
-    server.stop();
+    // First signal: finish what is running (up to 60 s); a second one: stop now.
+    auto second_signal = [] {
+      pollfd p{g_signal_pipe[0], POLLIN, 0};
+      return poll(&p, 1, 50) > 0;
+    };
+    if (s != 0) std::fprintf(stderr, "llmesh serve: stopping; finishing running requests (signal again to stop now)\n");
+    server.drain_and_stop(std::chrono::steady_clock::now() + std::chrono::seconds(s == 0 ? 0 : 60), second_signal);
   });
   const std::string url = fmt::format("http://{}:{}/v1", opt.host.find(':') != std::string::npos
                                                              ? "[" + opt.host + "]" : opt.host, server.port());

@@ -2,6 +2,8 @@
 // plus /health and /metrics. Requests are validated on the HTTP threads; generation runs on
 // the scheduler's thread; every response is written by the request's own HTTP thread.
 #pragma once
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,6 +29,9 @@ class ApiServer {
   // Serves until stop(); call after bind().
   void run();
   void stop();
+  // Graceful stop: stops accepting, lets running and queued requests finish (until
+  // `deadline` or `hurry()` returns true), then closes every connection so run() returns.
+  void drain_and_stop(std::chrono::steady_clock::time_point deadline, const std::function<bool()>& hurry);
 
   Metrics& metrics() { return metrics_; }
 

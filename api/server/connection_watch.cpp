@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <vector>
 
 namespace llmesh::api {
 namespace {
@@ -70,6 +71,34 @@ bool ConnectionWatch::closed() const {
 #else
   return false;
 #endif
+}
+
+int shutdown_connections(int local_port) {
+  int n = 0;
+#ifdef __linux__
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return 0;
+  std::vector<int> fds;
+  while (dirent* e = readdir(d)) {
+    char* end = nullptr;
+    long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0') continue;
+    fds.push_back(static_cast<int>(fd));
+  }
+  closedir(d);
+  for (int fd : fds) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage peer{}, self{};
+    socklen_t pl = sizeof peer, sl = sizeof self;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;  // listeners, unconnected
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&self), &sl) != 0) continue;
+    int port = self.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&self)->sin_port)
+               : self.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&self)->sin6_port) : -1;
+    if (port == local_port && shutdown(fd, SHUT_RDWR) == 0) n++;
+  }
+#endif
+  return n;
 }
 
 }  // namespace llmesh::api

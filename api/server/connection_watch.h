@@ -20,4 +20,9 @@ class ConnectionWatch {
   int fd_ = -1;
 };
 
+// Shuts down (both directions) every connected TCP socket of this process whose local port is
+// `local_port`: idle keep-alive connections then end at once instead of at their timeout.
+// Returns how many. Linux only (0 elsewhere).
+int shutdown_connections(int local_port);
+
 }  // namespace llmesh::api

@@ -26,22 +26,46 @@ ChoiceSink::ChoiceSink(const Tokenizer& tok, ChoiceConfig cfg, std::shared_ptr<R
   // answer: the parser sees it first, the client sees what the parser makes of it.
   if (!cfg_.prefill.empty()) {
     raw_ += cfg_.prefill;
+    unsent_prefill_ = cfg_.prefill;
     auto ev = parser_.feed(cfg_.prefill);
     if (!ev.empty()) emit(std::move(ev), {});
   }
 }
 
-void ChoiceSink::emit(std::vector<OutputEvent> out, std::vector<TokenInfo> toks) {
-  if (out.empty() && toks.empty()) return;
+// When the model abandons a forced call, the parser gives the unfinished markup back as text;
+// the part of it the server wrote is not the model's answer and is never shown.
+void ChoiceSink::strip_prefill(std::vector<OutputEvent>& out) {
+  for (auto it = out.begin(); it != out.end() && !unsent_prefill_.empty();) {
+    if (it->kind != OutputEvent::Kind::Text) {
+      unsent_prefill_.clear();  // the call completed: nothing of the prefix comes back
+      break;
+    }
+    size_t n = 0;
+    while (n < it->text.size() && n < unsent_prefill_.size() && it->text[n] == unsent_prefill_[n]) n++;
+    if (n == 0) {
+      unsent_prefill_.clear();
+      break;
+    }
+    it->text.erase(0, n);
+    unsent_prefill_.erase(0, n);
+    it = it->text.empty() ? out.erase(it) : it + 1;
+  }
+}
+
+void ChoiceSink::emit(std::vector<OutputEvent> out, std::vector<TokenInfo> toks, int cached_tokens) {
+  strip_prefill(out);
+  if (out.empty() && toks.empty() && cached_tokens < 0) return;
   ChannelEvent e;
   e.choice = choice_;
   e.out = std::move(out);
   e.tokens = std::move(toks);
+  e.cached_tokens = cached_tokens;
   ch_->push(std::move(e));
 }
 
 bool ChoiceSink::on_token(const TokenEvent& ev) {
   auto now = std::chrono::steady_clock::now();
+  const bool first = !have_token_;
   if (metrics_ && have_token_)
     metrics_->token_interval(std::chrono::duration<double>(now - last_token_).count());
   last_token_ = now;
@@ -57,7 +81,7 @@ bool ChoiceSink::on_token(const TokenEvent& ev) {
   std::string safe = stop_.feed(text);
   raw_ += safe;
   std::vector<OutputEvent> out = safe.empty() ? std::vector<OutputEvent>{} : parser_.feed(safe);
-  emit(std::move(out), std::move(toks));
+  emit(std::move(out), std::move(toks), first ? ev.cached_tokens : -1);
   return !stop_.matched();
 }
 
@@ -70,6 +94,7 @@ void ChoiceSink::on_done(const GenerationResult& r) {
     if (!tail.empty()) out = parser_.feed(tail);
   }
   for (auto& e : parser_.finish()) out.push_back(std::move(e));
+  strip_prefill(out);
   ChannelEvent e;
   e.choice = choice_;
   e.out = std::move(out);

@@ -29,6 +29,7 @@ struct ChannelEvent {
   int choice = 0;
   std::vector<OutputEvent> out;  // text / reasoning / tool call events now certain
   std::vector<TokenInfo> tokens;  // tokens behind them (only when logprobs were asked for)
+  int cached_tokens = -1;        // on the first event of a choice: prompt tokens reused from cache
   bool done = false;
   GenerationResult result;       // when done
   std::string stop_string;       // when done by a stop string: which one
@@ -62,7 +63,8 @@ class ChoiceSink : public GenerationSink {
   void on_done(const GenerationResult& r) override;
 
  private:
-  void emit(std::vector<OutputEvent> out, std::vector<TokenInfo> toks);
+  void emit(std::vector<OutputEvent> out, std::vector<TokenInfo> toks, int cached_tokens = -1);
+  void strip_prefill(std::vector<OutputEvent>& out);
 
   const Tokenizer& tok_;
   ChoiceConfig cfg_;
@@ -75,6 +77,7 @@ class ChoiceSink : public GenerationSink {
   std::string raw_;
   std::chrono::steady_clock::time_point last_token_;
   bool have_token_ = false;
+  std::string unsent_prefill_;  // forced prefix not yet seen coming back as text
 };
 
 // The scheduler handles of one HTTP request's choices; cancels whatever is still running when

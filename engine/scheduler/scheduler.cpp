@@ -339,6 +339,7 @@ void Scheduler::Impl::handle_logits(Request& r, const float* row) {
   ++pending.generated;
 
   event.token = tok;
+  event.cached_tokens = r.result.cached_tokens;
   event.logprob = 0;
   event.top.clear();
   if (r.req.top_logprobs >= 0) fill_logprobs(row, n_vocab, tok, r.req.top_logprobs, event);

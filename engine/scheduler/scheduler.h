@@ -72,6 +72,7 @@ struct TokenEvent {
   int32_t token;
   float logprob = 0;               // of `token`; set when top_logprobs >= 0
   std::vector<TokenLogprob> top;   // top_logprobs alternatives, most likely first
+  int cached_tokens = 0;           // prompt tokens this request reused from its slot (every event)
 };
 
 enum class FinishReason {

@@ -655,7 +655,9 @@ TEST(SchedulerBusyChunk, PromptChunkShrinksWhileOthersDecode) {
     }
     if (prompt_tokens == 0) continue;
     steps_with_b_prompt++;
-    if (decode) EXPECT_LE(prompt_tokens, 8);
+    if (decode) {
+      EXPECT_LE(prompt_tokens, 8);
+    }
   }
   EXPECT_GE(steps_with_b_prompt, 100 / 8);
 }
