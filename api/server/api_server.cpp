@@ -39,6 +39,12 @@ ApiServer::ApiServer(ServedModel& model, ServerOptions opt)
                                             : model_.scheduler->stats().n_parallel + opt_.max_queue + 8;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   http_->set_payload_max_length(opt_.max_body_bytes);
+  // SO_REUSEADDR only: the library's default also sets SO_REUSEPORT, which would let a second
+  // node bind the same port and silently share its connections.
+  http_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   http_->set_keep_alive_timeout(30);
   http_->set_read_timeout(30);
   http_->set_write_timeout(30);
