@@ -224,7 +224,8 @@ void handle_messages(const ApiContext& ctx, const httplib::Request& req, httplib
   gr.sampling = sampling_from(sbody, ctx.model.tokenizer->n_vocab(), nullptr);
   ChoiceConfig cfg;
   cfg.stop_strings = stop_list(body, "stop_sequences", 16);
-  auto sub = std::make_shared<Submission>(submit_chat(ctx, cr, std::move(gr), std::move(cfg), max_tokens));
+  auto sub = std::make_shared<Submission>(submit_chat(ctx, cr, std::move(gr), std::move(cfg), max_tokens,
+                                                      /*clamp_max_tokens=*/true));
   const size_t prompt_size = sub->prompt_tokens;
   auto watch = std::make_shared<ConnectionWatch>(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
   const std::string id = random_id("msg_");

@@ -37,6 +37,6 @@ ChatPrompt build_chat_prompt(const ServedModel& model, const ChatRequest& req);
 // Both chat APIs: renders the conversation into `gr` (prompt, token budget, stop tokens) and
 // `cfg` (parser, prefill), then submits the one choice.
 Submission submit_chat(const ApiContext& ctx, const ChatRequest& cr, GenerationRequest gr, ChoiceConfig cfg,
-                       std::optional<int64_t> max_tokens);
+                       std::optional<int64_t> max_tokens, bool clamp_max_tokens = false);
 
 }  // namespace llmesh::api

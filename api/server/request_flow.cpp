@@ -121,15 +121,17 @@ void check_model(const ApiContext& ctx, const json& body, ApiFlavor flavor) {
                    "model", "model_not_found");
 }
 
-int budget_tokens(const ApiContext& ctx, size_t prompt_tokens, std::optional<int64_t> requested) {
+int budget_tokens(const ApiContext& ctx, size_t prompt_tokens, std::optional<int64_t> requested, bool clamp) {
   const int64_t n_ctx = ctx.model.n_ctx();
   if (static_cast<int64_t>(prompt_tokens) >= n_ctx)
     throw bad_request(fmt::format("This model's maximum context length is {} tokens. However, your "
-                                  "messages resulted in {} tokens, leaving no room to generate.",
-                                  n_ctx, prompt_tokens),
+                                  "messages resulted in {} tokens, leaving no room to generate. (This "
+                                  "node gives each request {} tokens; `llmesh serve --ctx N` sets it.)",
+                                  n_ctx, prompt_tokens, n_ctx),
                       "messages", "context_length_exceeded");
   int64_t room = n_ctx - static_cast<int64_t>(prompt_tokens);
   if (!requested) return static_cast<int>(room);
+  if (clamp) return static_cast<int>(std::min(*requested, room));
   if (*requested > room)
     throw bad_request(fmt::format("This model's maximum context length is {} tokens. However, you "
                                   "requested {} tokens ({} in the messages, {} in the completion). "

@@ -48,9 +48,12 @@ std::vector<std::string> stop_list(const json& body, const char* key, size_t max
 void reject_unknown_fields(const json& body, const std::vector<std::string>& known);
 json parse_body(const std::string& body);
 
-// Picks max_tokens: the requested limit if the prompt plus it fits, else a clear 400
-// (context_length_exceeded). Without a request, whatever room is left.
-int budget_tokens(const ApiContext& ctx, size_t prompt_tokens, std::optional<int64_t> requested);
+// Picks max_tokens. A prompt that leaves no room is a clear 400 (context_length_exceeded).
+// A requested limit beyond the room left is also that 400, unless `clamp` (Anthropic's
+// max_tokens is a required cap that agents set for large models): then generation may run to
+// the end of the context and reports max_tokens there. Without a request: the room left.
+int budget_tokens(const ApiContext& ctx, size_t prompt_tokens, std::optional<int64_t> requested,
+                  bool clamp = false);
 void check_model(const ApiContext& ctx, const json& body, ApiFlavor flavor);
 
 struct Submission {

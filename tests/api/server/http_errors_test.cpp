@@ -119,6 +119,14 @@ TEST_F(HttpErrors, ContextOverflowIsClear) {
   expect_openai_error(post("/v1/chat/completions", b.dump(), 400), "", "context_length_exceeded");
   expect_openai_error(post("/v1/chat/completions", chat({{"max_tokens", 100000}}), 400), "max_tokens",
                       "context_length_exceeded");
+  // Anthropic's max_tokens is a cap agents size for big models: it is clamped to the room left,
+  // and an answer that reaches the context end stops with max_tokens.
+  json a = {{"model", "stories260K"}, {"max_tokens", 64000}, {"temperature", 0},
+            {"messages", {{{"role", "user"}, {"content", "Once upon a time"}}}}};
+  json ok = post("/v1/messages", a.dump(), 200);
+  EXPECT_EQ(ok["type"], "message");
+  a["messages"][0]["content"] = words;
+  expect_anthropic_error(post("/v1/messages", a.dump(), 400), "invalid_request_error");
 }
 
 TEST_F(HttpErrors, AnthropicValidation) {
