@@ -27,6 +27,7 @@ struct ServeOptions {
   std::vector<std::string> aliases;
   size_t max_body_mb = 32;
   bool json = false;
+  bool quiet = false;
 };
 
 bool is_loopback(const std::string& host) {
@@ -98,6 +99,7 @@ int run_serve(ServeOptions& o) {
   so2.api_key = o.api_key;
   so2.max_queue = o.max_queue;
   so2.max_body_bytes = o.max_body_mb << 20;
+  so2.log_requests = !o.quiet;
   api::ApiServer server(sm, so2);
   return api::serve_until_signal(server, so2, o.json);
 }
@@ -122,6 +124,7 @@ Runner add_serve(CLI::App& app) {
   sub->add_option("--max-body-mb", o->max_body_mb, "Largest request body in MiB")->check(CLI::Range(1, 4096))
       ->capture_default_str();
   sub->add_flag("--json", o->json, "Print the listening address as one JSON line");
+  sub->add_flag("-q,--quiet", o->quiet, "No log line per request on stderr");
   return [o] { return run_serve(*o); };
 }
 

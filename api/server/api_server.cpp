@@ -76,6 +76,8 @@ void ApiServer::routes() {
       }
       // The library turns "no status set" into 200 only after the handler returns.
       metrics_.request_done(endpoint, res.status < 0 ? 200 : res.status);
+      if (opt_.log_requests && res.status >= 400 && res.status != 499)
+        log_line(fmt::format("{} {} -> {}: {}", req.method, req.path, res.status, res.body.substr(0, 300)));
     };
   };
   http_->Get("/v1/models", wrap("/v1/models", handle_models));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <ctime>
 #include <random>
 
@@ -191,12 +192,34 @@ bool pump(const ApiContext& ctx, Submission& sub, const ConnectionWatch* watch,
   if (done < sub.n_choices) {
     sub.running->cancel();
     ctx.metrics.disconnect();
+    if (ctx.opt.log_requests) log_line("client went away: generation cancelled, slot freed");
     return false;
   }
   return true;
 }
 
+void log_line(const std::string& text) {
+  auto now = std::chrono::system_clock::now();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::fprintf(stderr, "%s.%03dZ %s\n", stamp, static_cast<int>(ms), text.c_str());
+}
+
 void record_choice(const ApiContext& ctx, const Submission& sub, const GenerationResult& r) {
+  if (ctx.opt.log_requests) {
+    double total = std::chrono::duration<double>(r.finished - sub.start).count();
+    double ttft = r.completion_tokens ? std::chrono::duration<double>(r.first_token - sub.start).count() : 0;
+    double decode = std::chrono::duration<double>(r.finished - r.first_token).count();
+    log_line(fmt::format("generated: prompt {} ({} cached) + {} tokens, first token {:.3f} s, {:.1f} tok/s, "
+                         "{:.2f} s in all, finish {}{}",
+                         r.prompt_tokens, r.cached_tokens, r.completion_tokens, ttft,
+                         r.completion_tokens > 1 && decode > 0 ? (r.completion_tokens - 1) / decode : 0.0, total,
+                         finish_reason_name(r.finish), r.error.empty() ? "" : ": " + r.error));
+  }
   ctx.metrics.tokens(r.prompt_tokens, r.cached_tokens, r.completion_tokens);
   if (r.completion_tokens > 0)
     ctx.metrics.first_token(std::chrono::duration<double>(r.first_token - sub.start).count());

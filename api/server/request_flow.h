@@ -29,7 +29,11 @@ struct ServerOptions {
   int http_threads = 0;                      // 0: n_parallel + max_queue + 8
   std::chrono::milliseconds keepalive{500};  // how often a waiting response checks its client
   int max_queue = 64;                        // reported in errors; the scheduler enforces it
+  bool log_requests = true;                  // one line per finished generation / error on stderr
 };
+
+// A timestamped line on stderr (the server's log).
+void log_line(const std::string& text);
 
 struct ApiContext {
   ServedModel& model;

@@ -67,6 +67,7 @@ class TestServer {
     opt_.max_queue = s.max_queue;
     opt_.max_body_bytes = s.max_body_bytes;
     opt_.keepalive = std::chrono::milliseconds(100);
+    opt_.log_requests = false;
     server_ = std::make_unique<api::ApiServer>(sm_, opt_);
     server_->bind();
     thread_ = std::thread([this] { server_->run(); });
