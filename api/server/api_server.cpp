@@ -130,13 +130,20 @@ void ApiServer::bind() {
                                          opt_.host, opt_.port));
 }
 
-void ApiServer::run() { http_->listen_after_bind(); }
+void ApiServer::run() {
+  http_->listen_after_bind();
+  run_returned_ = true;
+}
 
 void ApiServer::stop() {
   if (http_) http_->stop();
 }
 
 void ApiServer::drain_and_stop(std::chrono::steady_clock::time_point deadline, const std::function<bool()>& hurry) {
+  // A signal can come between bind() and run() starting to listen; stopping a server that is
+  // not running yet does nothing, so wait for it to run (or for run() to have returned).
+  for (int i = 0; i < 5000 && !http_->is_running() && !run_returned_; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   http_->stop();  // no new connections; requests already read keep going
   while (std::chrono::steady_clock::now() < deadline && !hurry()) {
     SchedulerStats s = model_.scheduler->stats();

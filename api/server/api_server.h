@@ -2,6 +2,7 @@
 // plus /health and /metrics. Requests are validated on the HTTP threads; generation runs on
 // the scheduler's thread; every response is written by the request's own HTTP thread.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -45,6 +46,7 @@ class ApiServer {
   ApiContext ctx_;
   std::unique_ptr<httplib::Server> http_;
   int port_ = -1;
+  std::atomic<bool> run_returned_{false};
 };
 
 }  // namespace llmesh::api
