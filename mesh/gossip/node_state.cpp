@@ -1,0 +1,136 @@
+#include "gossip/node_state.h"
+
+#include "gossip/codec.h"
+
+namespace llmesh::gossip {
+
+using nlohmann::json;
+
+const char* role_name(Role r) { return r == Role::client ? "client" : "server"; }
+
+namespace {
+
+json range_to_wire(const LayerRange& r) { return json::array({r.first, r.last}); }
+
+LayerRange range_from_wire(const json& v, const char* key) {
+  if (!v.is_array() || v.size() != 2 || !v[0].is_number_unsigned() || !v[1].is_number_unsigned())
+    throw WireError(std::string("field '") + key + "': expected [first, last]");
+  auto first = v[0].get<std::uint64_t>(), last = v[1].get<std::uint64_t>();
+  if (first > last || last > kMaxLayers)
+    throw WireError(std::string("field '") + key + "': bad layer range");
+  return {static_cast<std::uint32_t>(first), static_cast<std::uint32_t>(last)};
+}
+
+constexpr std::uint64_t kU32 = 0xffffffffu;
+
+}  // namespace
+
+// Short keys keep the record small: it rides in gossip messages (docs/gossip.md lists them).
+json to_wire(const NodeState& s) {
+  json hw = {{"c", s.hardware.cores}, {"ram", s.hardware.ram_bytes},
+             {"fr", s.hardware.free_ram_bytes}, {"gf", s.hardware.matmul_gflops}};
+  if (!s.hardware.accelerator.empty()) hw["acc"] = s.hardware.accelerator;
+  json models = json::array();
+  for (const auto& m : s.models) {
+    json mj = {{"n", m.name}, {"L", m.total_layers}};
+    if (!m.file_hash.empty()) mj["h"] = m.file_hash;
+    if (m.loaded.last > m.loaded.first) mj["ld"] = range_to_wire(m.loaded);
+    if (!m.on_disk.empty()) {
+      json disk = json::array();
+      for (const auto& r : m.on_disk) disk.push_back(range_to_wire(r));
+      mj["dk"] = std::move(disk);
+    }
+    models.push_back(std::move(mj));
+  }
+  json load = {{"a", s.load.active_requests}, {"q", s.load.queued}, {"p", s.load.parallel_slots},
+               {"t", s.load.tokens_per_second}};
+  json out = {{"v", s.state_version}, {"r", static_cast<int>(s.role)}, {"pv", s.protocol_version},
+              {"hw", std::move(hw)}, {"lo", std::move(load)}};
+  if (!s.api_address.empty()) out["a"] = s.api_address;
+  if (!s.mesh_address.empty()) out["m"] = s.mesh_address;
+  if (!s.software_version.empty()) out["sw"] = s.software_version;
+  if (!models.empty()) out["md"] = std::move(models);
+  return out;
+}
+
+NodeState node_state_from_wire(const json& v) {
+  require_map(v, "state");
+  NodeState s;
+  s.state_version = read_uint(v, "v", UINT64_MAX, 0, true);
+  auto role = read_uint(v, "r", 1);
+  s.role = role == 1 ? Role::client : Role::server;
+  s.protocol_version = static_cast<std::uint32_t>(read_uint(v, "pv", kU32, 1));
+  s.api_address = read_string(v, "a", kMaxStateString);
+  s.mesh_address = read_string(v, "m", kMaxStateString);
+  s.software_version = read_string(v, "sw", kMaxStateString);
+  if (auto it = v.find("hw"); it != v.end()) {
+    const json& hw = require_map(*it, "hw");
+    s.hardware.cores = static_cast<std::uint32_t>(read_uint(hw, "c", kU32));
+    s.hardware.ram_bytes = read_uint(hw, "ram", UINT64_MAX);
+    s.hardware.free_ram_bytes = read_uint(hw, "fr", UINT64_MAX);
+    s.hardware.matmul_gflops = read_double(hw, "gf");
+    s.hardware.accelerator = read_string(hw, "acc", kMaxStateString);
+  }
+  if (const json* models = read_array(v, "md", kMaxModels)) {
+    for (const json& mj : *models) {
+      require_map(mj, "md[]");
+      ModelInfo m;
+      m.name = read_string(mj, "n", kMaxStateString, true);
+      m.file_hash = read_string(mj, "h", kMaxStateString);
+      m.total_layers = static_cast<std::uint32_t>(read_uint(mj, "L", kMaxLayers));
+      if (auto it = mj.find("ld"); it != mj.end()) m.loaded = range_from_wire(*it, "ld");
+      if (const json* disk = read_array(mj, "dk", kMaxLayerRanges))
+        for (const json& r : *disk) m.on_disk.push_back(range_from_wire(r, "dk"));
+      s.models.push_back(std::move(m));
+    }
+  }
+  if (auto it = v.find("lo"); it != v.end()) {
+    const json& lo = require_map(*it, "lo");
+    s.load.active_requests = static_cast<std::uint32_t>(read_uint(lo, "a", kU32));
+    s.load.queued = static_cast<std::uint32_t>(read_uint(lo, "q", kU32));
+    s.load.parallel_slots = static_cast<std::uint32_t>(read_uint(lo, "p", kU32));
+    s.load.tokens_per_second = read_double(lo, "t");
+  }
+  return s;
+}
+
+std::vector<std::uint8_t> encode_node_state(const NodeState& s) { return json::to_msgpack(to_wire(s)); }
+
+NodeState decode_node_state(std::span<const std::uint8_t> bytes) {
+  ParseLimits limits;
+  limits.max_bytes = 64 * 1024;
+  return node_state_from_wire(parse_msgpack(bytes, limits));
+}
+
+json to_json(const NodeState& s) {
+  json models = json::array();
+  for (const auto& m : s.models) {
+    json disk = json::array();
+    for (const auto& r : m.on_disk) disk.push_back({r.first, r.last});
+    models.push_back({{"name", m.name},
+                      {"file_hash", m.file_hash},
+                      {"total_layers", m.total_layers},
+                      {"layers_loaded", {m.loaded.first, m.loaded.last}},
+                      {"layers_on_disk", std::move(disk)}});
+  }
+  return {{"role", role_name(s.role)},
+          {"api_address", s.api_address},
+          {"mesh_address", s.mesh_address},
+          {"software_version", s.software_version},
+          {"protocol_version", s.protocol_version},
+          {"hardware",
+           {{"cores", s.hardware.cores},
+            {"ram_bytes", s.hardware.ram_bytes},
+            {"free_ram_bytes", s.hardware.free_ram_bytes},
+            {"matmul_gflops", s.hardware.matmul_gflops},
+            {"accelerator", s.hardware.accelerator}}},
+          {"models", std::move(models)},
+          {"load",
+           {{"active_requests", s.load.active_requests},
+            {"queued", s.load.queued},
+            {"parallel_slots", s.load.parallel_slots},
+            {"tokens_per_second", s.load.tokens_per_second}}},
+          {"state_version", s.state_version}};
+}
+
+}  // namespace llmesh::gossip
