@@ -1,0 +1,52 @@
+// The transport's options and the facts it reports about peers (see transport.h).
+#pragma once
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "identity/node_identity.h"
+#include "transport/frame.h"
+
+namespace llmesh::mesh {
+
+struct TransportOptions {
+  std::string software_version = "llmesh/0.1.0";
+  nlohmann::json capabilities = nlohmann::json::object();  // sent in HELLO "caps"
+  uint32_t max_frame_payload = kDefaultMaxPayload;  // largest frame payload accepted (<= 16 MiB)
+  size_t max_message = 16u << 20;                   // largest reassembled MSG accepted
+  uint32_t stream_window = 4u << 20;  // per-stream credit granted = largest stream message accepted
+  uint32_t max_streams = 256;         // concurrent streams a peer may open on one connection
+  size_t max_send_queue = 64u << 20;  // bytes queued for a peer beyond which send() refuses
+  size_t max_pending_handshakes = 64;  // accepted connections still in TLS/HELLO
+  std::chrono::milliseconds handshake_timeout{10000};  // TCP connect + TLS + HELLO
+  std::chrono::milliseconds ping_interval{5000};
+  int max_missed_pings = 3;  // closed after ping_interval * max_missed_pings without a PONG
+  std::chrono::milliseconds drain_timeout{10000};  // after GOAWAY, streams get this long to finish
+  // One line per connection event (handshake refused, closed with a reason...). Default: stderr.
+  std::function<void(const std::string&)> log;
+};
+
+// Why a connection ended (or a dial failed). `code` is a GoAwayCode (protocol.h).
+struct CloseReason {
+  uint32_t code = 0;
+  bool by_peer = false;  // the peer sent the GOAWAY
+  std::string message;
+  std::string describe() const;  // "keepalive timeout (by peer): ..."
+};
+
+struct PeerInfo {
+  NodeId id;
+  std::string address;  // remote IP
+  uint16_t port = 0;    // remote port
+  bool outbound = false;  // we dialed
+  uint32_t version = 0;   // negotiated protocol version
+  std::string software;
+  nlohmann::json capabilities = nlohmann::json::object();
+  std::array<uint8_t, 32> channel_binding{};  // TLS exporter "EXPORTER-llmesh-admission"
+};
+
+}  // namespace llmesh::mesh
