@@ -16,11 +16,15 @@ class BroadcastQueue {
  public:
   enum Slot : int { membership = 0, state = 1 };
 
-  void push(const std::string& id, Slot slot, nlohmann::json update);
+  // `urgent` updates (this node's own alive, refutation, state, leave) go before all others.
+  void push(const std::string& id, Slot slot, nlohmann::json update, bool urgent = false);
   // Appends updates to `out` (a json array) within `budget` bytes of msgpack; with
-  // `oversize_first`, one update larger than the budget may go alone. Each chosen update counts
-  // one transmission; updates sent `limit` times are dropped. Returns the bytes added.
-  std::size_t fill(nlohmann::json& out, std::size_t budget, int limit, bool oversize_first);
+  // `oversize_first`, one update larger than the budget may go alone. Alive and state updates
+  // about `skip` (the recipient, who knows best about itself) stay queued; suspicions about it
+  // are sent, so that it can refute them. Each chosen update counts one
+  // transmission; updates sent `limit` times are dropped. Returns the bytes added.
+  std::size_t fill(nlohmann::json& out, std::size_t budget, int limit, bool oversize_first,
+                   const std::string& skip = {});
   void drop(const std::string& id);
 
   bool empty() const { return entries_.empty(); }
@@ -34,6 +38,8 @@ class BroadcastQueue {
     Slot slot;
     nlohmann::json update;
     std::size_t bytes;
+    bool urgent;
+    bool skippable;  // alive or state: pointless to send to the member it is about
     int transmits;
     std::uint64_t order;
   };

@@ -113,7 +113,8 @@ void Swim::join(std::vector<MemberId> seeds, TimePoint now) {
     std::uniform_int_distribution<Duration::rep> jitter(0, config_.probe_interval.count());
     next_probe_ = now + Duration(jitter(rng_));
     next_gossip_ = now + config_.gossip_interval;
-    next_push_pull_ = now + config_.push_pull_interval;
+    // A first anti-entropy round soon after joining catches what the join's gossip missed.
+    next_push_pull_ = now + std::min<Duration>(config_.push_pull_interval, std::chrono::seconds(2));
     next_reconnect_ = now + config_.reconnect_interval;
   }
   broadcast_alive(self_member());
@@ -180,7 +181,7 @@ void Swim::tick(TimePoint now) {
     }
     next_reconnect_ = now + config_.reconnect_interval;
   }
-  if (!seeds_.empty() && alive_count() <= 1 && now >= next_join_) {
+  if (!seeds_.empty() && !synced_ && now >= next_join_) {
     for (const auto& s : seeds_) push_pull(s);
     next_join_ = now + config_.join_retry_interval;
   }
@@ -266,9 +267,11 @@ void Swim::emit(MemberEvent::Kind kind, const Member& m, TimePoint now) {
   events_.push_back({kind, m.id, m.incarnation, now});
 }
 
-void Swim::refute(std::uint64_t seen, TimePoint now) {
+void Swim::refute(std::uint64_t seen, TimePoint now, bool declared_gone) {
   Member& me = self_member();
-  bool previous_life = seen > me.incarnation;  // someone knew a higher incarnation: we restarted
+  // Someone knew a higher incarnation, or thought we were dead or gone: most likely this is a
+  // restarted process, whose state record must supersede the previous life's.
+  bool previous_life = seen > me.incarnation || declared_gone;
   me.incarnation = std::max(me.incarnation, seen) + 1;
   ++stats_.refutations;
   broadcast_alive(me);
@@ -350,7 +353,7 @@ void Swim::on_suspect(const MemberId& id, std::uint64_t inc, const MemberId& fro
 
 void Swim::on_dead(const MemberId& id, std::uint64_t inc, const MemberId& from, TimePoint now) {
   if (id == self_) {
-    if (!leaving_ && inc >= self_member().incarnation) refute(inc, now);
+    if (!leaving_ && inc >= self_member().incarnation) refute(inc, now, true);
     return;
   }
   auto it = members_.find(id);
@@ -366,7 +369,7 @@ void Swim::on_dead(const MemberId& id, std::uint64_t inc, const MemberId& from, 
 
 void Swim::on_left(const MemberId& id, std::uint64_t inc, TimePoint now) {
   if (id == self_) {
-    if (!leaving_ && inc >= self_member().incarnation) refute(inc, now);
+    if (!leaving_ && inc >= self_member().incarnation) refute(inc, now, true);
     return;
   }
   auto it = members_.find(id);
@@ -424,7 +427,7 @@ void Swim::reap(TimePoint now) {
 
 void Swim::broadcast(const Update& u) {
   queue_.push(u.id, u.kind == UpdateKind::state ? BroadcastQueue::state : BroadcastQueue::membership,
-              update_to_wire(u));
+              update_to_wire(u), u.id == self_);
 }
 
 void Swim::broadcast_alive(const Member& m) {
@@ -468,7 +471,7 @@ void Swim::send(const MemberId& to, Message msg, bool piggyback) {
   if (piggyback) {
     json g = j.contains("g") ? j["g"] : json::array();
     std::size_t before = g.size();
-    queue_.fill(g, config_.piggyback_bytes, transmit_limit(), msg.kind == MsgKind::gossip);
+    queue_.fill(g, config_.piggyback_bytes, transmit_limit(), msg.kind == MsgKind::gossip, to);
     stats_.updates_sent += g.size() - before;
     if (!g.empty()) j["g"] = std::move(g);
   }
@@ -499,6 +502,10 @@ void Swim::push_pull(const MemberId& to) { Message m = make(MsgKind::sync);
 
 void Swim::merge(const MemberId& from, const std::vector<SyncEntry>& entries, TimePoint now) {
   for (const auto& e : entries) {
+    if (e.id == self_ && e.status == MemberStatus::dead) {
+      on_dead(e.id, e.incarnation, from, now);
+      continue;
+    }
     switch (e.status) {
       case MemberStatus::alive: on_alive(e.id, e.incarnation, now, false); break;
       // Like memberlist, a peer's "dead" only makes us suspect: we check for ourselves.
@@ -569,7 +576,11 @@ void Swim::handle(const MemberId& from, const Message& msg, TimePoint now) {
     case MsgKind::sync: {
       // Remember what the requester had before merging, to send only what it lacks.
       std::map<MemberId, std::uint64_t> theirs;
-      for (const auto& e : msg.entries) theirs[e.id] = e.state_version;
+      const NodeState* their_own = nullptr;
+      for (const auto& e : msg.entries) {
+        theirs[e.id] = e.state_version;
+        if (e.id == from && e.state) their_own = &*e.state;
+      }
       merge(from, msg.entries, now);
       Message reply = make(MsgKind::sync_reply);
       for (auto e : digest()) {
@@ -577,6 +588,11 @@ void Swim::handle(const MemberId& from, const Message& msg, TimePoint now) {
         auto t = theirs.find(e.id);
         bool live = m.status == MemberStatus::alive || m.status == MemberStatus::suspect;
         bool needs = live && m.has_state && (t == theirs.end() || t->second < m.state.state_version);
+        // The requester's own record differs from ours at the same version (a restarted process
+        // reusing a version): show it ours, so that it supersedes it.
+        if (e.id == from && m.has_state && their_own && !(*their_own == m.state) &&
+            their_own->state_version <= m.state.state_version)
+          needs = true;
         e.state = needs ? std::optional<NodeState>(m.state) : std::nullopt;
         reply.entries.push_back(std::move(e));
       }
@@ -584,6 +600,7 @@ void Swim::handle(const MemberId& from, const Message& msg, TimePoint now) {
       break;
     }
     case MsgKind::sync_reply: {
+      synced_ = true;
       std::map<MemberId, std::uint64_t> theirs;
       for (const auto& e : msg.entries) theirs[e.id] = e.state_version;
       merge(from, msg.entries, now);

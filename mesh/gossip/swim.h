@@ -101,8 +101,8 @@ class Swim {
  public:
   Swim(MemberId self, NodeState self_state, SwimConfig config, std::uint64_t seed);
 
-  // Contact seed members (push-pull with each); retried every join_retry_interval while no
-  // other member is known.
+  // Contact seed members (push-pull with each); retried every join_retry_interval until one
+  // of them has answered with its view of the mesh.
   void join(std::vector<MemberId> seeds, TimePoint now);
   // Announce a graceful leave; keep calling tick() until leave_done() (or a short while) so the
   // announcement spreads, then stop.
@@ -154,7 +154,7 @@ class Swim {
   void on_dead(const MemberId& id, std::uint64_t inc, const MemberId& from, TimePoint now);
   void on_left(const MemberId& id, std::uint64_t inc, TimePoint now);
   void on_state(const MemberId& id, const NodeState& state, TimePoint now);
-  void refute(std::uint64_t seen_incarnation, TimePoint now);
+  void refute(std::uint64_t seen_incarnation, TimePoint now, bool declared_gone = false);
   void set_status(Member& m, MemberStatus s, TimePoint now);
   void emit(MemberEvent::Kind kind, const Member& m, TimePoint now);
 
@@ -194,6 +194,7 @@ class Swim {
   std::uint32_t next_seq_ = 1;
   BroadcastQueue queue_;
   std::vector<MemberId> seeds_;
+  bool synced_ = false;  // a push-pull reply arrived: the join is done
   bool leaving_ = false;
   bool started_ = false;
   TimePoint next_probe_{}, next_gossip_{}, next_push_pull_{}, next_reconnect_{}, next_join_{};
