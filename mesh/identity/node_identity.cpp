@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <random>
 #include <sstream>
 
 namespace llmesh::mesh {
@@ -98,9 +97,9 @@ NodeIdentity NodeIdentity::generate() {
 NodeIdentity NodeIdentity::load(const fs::path& file) {
   std::error_code ec;
   auto st = fs::status(file, ec);
-  if (ec || !fs::exists(st))
-    throw IdentityError("cannot read node key " + file.string() + ": " +
-                        (ec ? ec.message() : std::string("no such file")));
+  if (st.type() == fs::file_type::not_found)
+    throw IdentityError("cannot read node key " + file.string() + ": no such file");
+  if (ec) throw IdentityError("cannot read node key " + file.string() + ": " + ec.message());
   if (!fs::is_regular_file(st)) throw IdentityError("node key " + file.string() + " is not a regular file");
   auto perms = st.permissions();
   if ((perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none)

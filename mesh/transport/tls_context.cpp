@@ -46,7 +46,7 @@ std::unique_ptr<X509, X509Free> self_signed_certificate(const NodeIdentity& iden
   ok = ok && X509_gmtime_adj(X509_getm_notBefore(x.get()), -24 * 3600) != nullptr &&
        X509_gmtime_adj(X509_getm_notAfter(x.get()), 10L * 365 * 24 * 3600) != nullptr;
   X509_NAME* name = X509_get_subject_name(x.get());
-  std::string cn = "llmesh " + identity.id().hex();
+  std::string cn = identity.id().hex();  // CN is at most 64 characters
   ok = ok && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
                                         reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0) == 1;
   ok = ok && X509_set_issuer_name(x.get(), name) == 1 && X509_set_pubkey(x.get(), identity.pkey()) == 1;
@@ -67,6 +67,7 @@ ssl::context make_tls_context(const NodeIdentity& identity) {
   SSL_CTX_set_ciphersuites(native, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
   SSL_CTX_set_options(native, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_OFF);  // every connection authenticates afresh
+  SSL_CTX_set_num_tickets(native, 0);
   auto cert = self_signed_certificate(identity);
   if (SSL_CTX_use_certificate(native, cert.get()) != 1 || SSL_CTX_use_PrivateKey(native, identity.pkey()) != 1 ||
       SSL_CTX_check_private_key(native) != 1)

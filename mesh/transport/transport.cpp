@@ -118,8 +118,9 @@ struct Transport::Impl : ConnectionHost {
       }
     }
     if (loser) {
+      const auto& kept = loser == c ? *find(c->peer()) : *c;
       log("two connections to " + c->peer().short_hex() + ": keeping the one dialed by " +
-          ((loser == c) ? "the other side" : (c->dialer() ? "this node" : "the peer")));
+          (kept.dialer() ? std::string("this node") : std::string("the peer")));
       // Its detach must not look like the peer leaving: it is no longer the active one.
       loser->goaway(static_cast<uint32_t>(GoAwayCode::DUPLICATE), "another connection is kept");
     }
