@@ -200,10 +200,7 @@ void Swim::start_probe(TimePoint now) {
       if (it == members_.end() || id == self_) continue;
       if (it->second.status != MemberStatus::alive && it->second.status != MemberStatus::suspect)
         continue;
-      std::uint32_t seq = next_seq_++;
-      probes_[seq] = Probe{id, now + config_.probe_timeout,
-                           now + config_.probe_timeout + config_.indirect_timeout, false, {}};
-      send(id, make(MsgKind::ping, seq));
+      probe(id, now);
       return;
     }
     probe_order_.clear();
@@ -214,6 +211,13 @@ void Swim::start_probe(TimePoint now) {
     probe_index_ = 0;
     if (probe_order_.empty()) return;
   }
+}
+
+void Swim::probe(const MemberId& id, TimePoint now) {
+  std::uint32_t seq = next_seq_++;
+  probes_[seq] = Probe{id, now + config_.probe_timeout,
+                       now + config_.probe_timeout + config_.indirect_timeout, false, {}};
+  send(id, make(MsgKind::ping, seq));
 }
 
 void Swim::check_probes(TimePoint now) {
@@ -316,7 +320,11 @@ void Swim::on_alive(const MemberId& id, std::uint64_t inc, TimePoint now, bool) 
 
 void Swim::on_suspect(const MemberId& id, std::uint64_t inc, const MemberId& from, TimePoint now) {
   if (id == self_) {
-    if (!leaving_ && inc >= self_member().incarnation) refute(inc, now);
+    if (!leaving_ && inc >= self_member().incarnation) {
+      refute(inc, now);
+      // The suspecter's timer runs out first: answer it directly (the alive rides along).
+      if (from != self_ && members_.count(from)) send(from, make(MsgKind::gossip));
+    }
     return;
   }
   auto it = members_.find(id);
@@ -343,6 +351,13 @@ void Swim::on_suspect(const MemberId& id, std::uint64_t inc, const MemberId& fro
   suspicions_[id] = std::move(s);
   Update u{UpdateKind::suspect, id, inc, from, std::nullopt};
   broadcast(u);
+  // Check for ourselves at once: if it is dead, our failed probe is an independent confirmation
+  // that shortens everyone's suspicion timeout (Lifeguard); if it is alive, the probe succeeds.
+  if (from != self_ && config_.probe_on_suspect) {
+    bool probing = std::any_of(probes_.begin(), probes_.end(),
+                               [&](const auto& p) { return p.second.target == id; });
+    if (!probing) probe(id, now);
+  }
   // Tell the suspect at once, so that a live one refutes before anyone's timer runs out.
   if (from == self_) {
     Message direct = make(MsgKind::gossip);

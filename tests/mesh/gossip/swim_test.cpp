@@ -139,9 +139,10 @@ TEST(Swim, KillDetectedByEveryNode) {
   figure("kill_detect_all_20_lan_max_s", *std::max_element(lan.begin(), lan.end()), "s");
   figure("kill_detect_all_20_wan_median_s", median(wan), "s");
   figure("kill_detect_all_20_wan_max_s", *std::max_element(wan.begin(), wan.end()), "s");
-  EXPECT_LT(median(lan), 5.0);
-  EXPECT_LT(*std::max_element(lan.begin(), lan.end()), 6.0);
-  EXPECT_LT(median(wan), 6.0);
+  EXPECT_LT(median(lan), 4.0);
+  EXPECT_LT(*std::max_element(lan.begin(), lan.end()), 5.0);
+  EXPECT_LT(median(wan), 4.0);
+  EXPECT_LT(*std::max_element(wan.begin(), wan.end()), 5.5);
 }
 
 TEST(Swim, GracefulLeaveSeenQuickly) {
