@@ -12,7 +12,6 @@ using boost::system::error_code;
 namespace {
 
 std::atomic<uint64_t> g_serial{1};
-constexpr size_t kMaxHelloPayload = 8 * 1024;  // also keeps msgpack nesting shallow
 constexpr size_t kReadChunk = 64 * 1024;
 
 int64_t now_ns() {
@@ -249,10 +248,6 @@ bool PeerConnection::handle(Frame& f) {
 }
 
 void PeerConnection::handle_hello(Frame& f) {
-  if (f.payload.size() > kMaxHelloPayload) {
-    abort(static_cast<uint32_t>(GoAwayCode::PROTOCOL_ERROR), "HELLO over " + std::to_string(kMaxHelloPayload) + " bytes");
-    return;
-  }
   std::string err;
   auto h = decode_hello(f.payload, &err);
   if (!h) {

@@ -67,6 +67,10 @@ bool get_u32_field(const json& j, const char* key, uint32_t* out, std::string* e
 }  // namespace
 
 std::optional<Hello> decode_hello(std::span<const uint8_t> payload, std::string* error) {
+  if (payload.size() > kMaxHelloPayload) {
+    *error = "HELLO over " + std::to_string(kMaxHelloPayload) + " bytes";
+    return std::nullopt;
+  }
   json j = json::from_msgpack(payload.begin(), payload.end(), true, false);
   if (j.is_discarded() || !j.is_object()) {
     *error = "HELLO payload is not a msgpack map";

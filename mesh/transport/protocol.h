@@ -70,8 +70,10 @@ struct Hello {
   uint64_t session = 0;
 };
 
+inline constexpr size_t kMaxHelloPayload = 8 * 1024;  // also keeps msgpack nesting shallow
+
 std::vector<uint8_t> encode_hello(const Hello& h);
-// nullopt (with *error set) when the payload is not a well-formed HELLO.
+// nullopt (with *error set) when the payload is not a well-formed HELLO (or over 8 KiB).
 std::optional<Hello> decode_hello(std::span<const uint8_t> payload, std::string* error);
 
 // Highest version both sides speak, or nullopt.

@@ -19,7 +19,6 @@ Stream::Stream(std::weak_ptr<PeerConnection> conn, NodeId peer, uint32_t id, boo
       local_(local),
       header_(std::move(header)),
       send_window_(send_window),
-      recv_window_(recv_window),
       max_payload_(max_payload),
       recv_allowed_(recv_window),
       send_credit_(send_window) {}

@@ -82,7 +82,6 @@ class Stream {
   const bool local_;
   const std::vector<uint8_t> header_;
   const uint32_t send_window_;
-  const uint32_t recv_window_;
   const uint32_t max_payload_;  // the peer's frame payload limit
 
   mutable std::mutex m_;
