@@ -28,7 +28,7 @@ TransportOptions fast_options() {
   TransportOptions o;
   o.handshake_timeout = 1000ms;
   o.ping_interval = 100ms;
-  o.max_missed_pings = 3;
+  o.max_missed_pings = 5;
   o.drain_timeout = 1000ms;
   o.log = [](const std::string&) {};
   return o;
