@@ -203,7 +203,7 @@ void handle_count_tokens(const ApiContext& ctx, const httplib::Request& req, htt
   json body = parse_body(req.body);
   check_model(ctx, body, ApiFlavor::Anthropic);
   ChatRequest cr = chat_request(body);
-  ChatPrompt p = build_chat_prompt(ctx.model, cr);
+  ChatPrompt p = build_chat_prompt(*ctx.model, cr);
   res.set_content(dump_json(json{{"input_tokens", p.tokens.size()}}), "application/json");
 }
 
@@ -221,7 +221,7 @@ void handle_messages(const ApiContext& ctx, const httplib::Request& req, httplib
   json sbody = {{"temperature", opt_number(body, "temperature", 0, 1).value_or(1.0)}};
   if (body.contains("top_p")) sbody["top_p"] = body["top_p"];
   if (body.contains("top_k")) sbody["top_k"] = body["top_k"];
-  gr.sampling = sampling_from(sbody, ctx.model.tokenizer->n_vocab(), nullptr);
+  gr.sampling = sampling_from(sbody, ctx.model->tokenizer->n_vocab(), nullptr);
   ChoiceConfig cfg;
   cfg.stop_strings = stop_list(body, "stop_sequences", 16);
   auto sub = std::make_shared<Submission>(submit_chat(ctx, cr, std::move(gr), std::move(cfg), max_tokens,

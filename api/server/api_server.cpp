@@ -13,6 +13,7 @@
 
 #include "server/connection_watch.h"
 #include "server/endpoints.h"
+#include "server/proxy.h"
 
 namespace llmesh::api {
 namespace {
@@ -33,10 +34,13 @@ void write_error(httplib::Response& res, const ApiError& e, ApiFlavor flavor) {
 
 }  // namespace
 
-ApiServer::ApiServer(ServedModel& model, ServerOptions opt)
-    : model_(model), opt_(std::move(opt)), ctx_{model_, metrics_, opt_}, http_(std::make_unique<httplib::Server>()) {
-  const int threads = opt_.http_threads > 0 ? opt_.http_threads
-                                            : model_.scheduler->stats().n_parallel + opt_.max_queue + 8;
+ApiServer::ApiServer(ServedModel* model, ServerOptions opt, ModelRouter* router)
+    : model_(model), router_(router), opt_(std::move(opt)), ctx_{model_, metrics_, opt_, router_},
+      http_(std::make_unique<httplib::Server>()) {
+  if (!model_ && !router_) throw std::invalid_argument("ApiServer needs a local model or a router");
+  // Every request waiting in the scheduler's queue holds an HTTP thread, and proxied requests
+  // hold one each while they stream.
+  const int threads = opt_.http_threads > 0 ? opt_.http_threads : local_stats().n_parallel + opt_.max_queue + 8;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   http_->set_payload_max_length(opt_.max_body_bytes);
   // SO_REUSEADDR only: the library's default also sets SO_REUSEPORT, which would let a second
@@ -45,13 +49,17 @@ ApiServer::ApiServer(ServedModel& model, ServerOptions opt)
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
-  http_->set_keep_alive_timeout(30);
+  http_->set_keep_alive_timeout(10);  // an idle keep-alive connection holds an HTTP thread
   http_->set_read_timeout(30);
   http_->set_write_timeout(30);
   routes();
 }
 
 ApiServer::~ApiServer() { stop(); }
+
+SchedulerStats ApiServer::local_stats() const {
+  return model_ ? model_->scheduler->stats() : SchedulerStats{};
+}
 
 bool ApiServer::authorized(const std::string& authorization, const std::string& x_api_key) const {
   if (opt_.api_key.empty()) return true;
@@ -60,15 +68,15 @@ bool ApiServer::authorized(const std::string& authorization, const std::string& 
 }
 
 void ApiServer::routes() {
-  auto wrap = [this](std::string endpoint, Handler h, bool needs_auth = true) {
-    return [this, endpoint, h, needs_auth](const httplib::Request& req, httplib::Response& res) {
+  auto wrap = [this](std::string endpoint, Handler h, bool routable = false) {
+    return [this, endpoint, h, routable](const httplib::Request& req, httplib::Response& res) {
       const ApiFlavor flavor = flavor_of(req);
       try {
-        if (needs_auth && !authorized(req.get_header_value("Authorization"), req.get_header_value("x-api-key")))
+        if (!authorized(req.get_header_value("Authorization"), req.get_header_value("x-api-key")))
           throw ApiError(401, "invalid_request_error",
                          "Invalid or missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'", "",
                          "invalid_api_key");
-        h(ctx_, req, res);
+        if (!routable || !route(req, res, flavor)) h(ctx_, req, res);
       } catch (const ApiError& e) {
         write_error(res, e, flavor);
       } catch (const std::exception& e) {
@@ -82,19 +90,21 @@ void ApiServer::routes() {
   };
   http_->Get("/v1/models", wrap("/v1/models", handle_models));
   http_->Get(R"(/v1/models/([^/]+))", wrap("/v1/models/{id}", handle_model));
-  http_->Post("/v1/chat/completions", wrap("/v1/chat/completions", handle_chat_completions));
-  http_->Post("/v1/completions", wrap("/v1/completions", handle_completions));
-  http_->Post("/v1/messages", wrap("/v1/messages", handle_messages));
-  http_->Post("/v1/messages/count_tokens", wrap("/v1/messages/count_tokens", handle_count_tokens));
+  http_->Post("/v1/chat/completions", wrap("/v1/chat/completions", handle_chat_completions, true));
+  http_->Post("/v1/completions", wrap("/v1/completions", handle_completions, true));
+  http_->Post("/v1/messages", wrap("/v1/messages", handle_messages, true));
+  http_->Post("/v1/messages/count_tokens", wrap("/v1/messages/count_tokens", handle_count_tokens, true));
 
   http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    SchedulerStats s = model_.scheduler->stats();
-    nlohmann::json j = {{"status", "ok"}, {"model", model_.id}, {"context_length", model_.n_ctx()},
+    SchedulerStats s = local_stats();
+    nlohmann::json j = {{"status", "ok"},
+                        {"model", model_ ? nlohmann::json(model_->id) : nlohmann::json(nullptr)},
+                        {"context_length", model_ ? model_->n_ctx() : 0},
                         {"slots", {{"total", s.n_parallel}, {"busy", s.active}, {"queued", s.queued}}}};
     res.set_content(dump_json(j), "application/json");
   });
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    SchedulerStats s = model_.scheduler->stats();
+    SchedulerStats s = local_stats();
     GaugeSnapshot g{s.active, s.queued, s.n_parallel, s.steps, s.prefill_tokens};
     res.set_content(metrics_.render(g), "text/plain; version=0.0.4");
   });
@@ -117,6 +127,22 @@ void ApiServer::routes() {
     res.set_content(dump_json(error_body(e, flavor)), "application/json");
     metrics_.request_done("other", res.status);
   });
+}
+
+// Requests for a model this node does not serve go to a node that does. Returns false when
+// the local handler should answer (a local model, or a body it will reject with a clear error).
+bool ApiServer::route(const httplib::Request& req, httplib::Response& res, ApiFlavor flavor) {
+  if (!router_) return false;
+  nlohmann::json body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object() || !body.contains("model") || !body["model"].is_string()) {
+    if (model_) return false;
+    body = parse_body(req.body);  // throws the precise error
+    throw bad_request("'model' is required and must be a string", "model");
+  }
+  const std::string name = body["model"];
+  if (model_ && model_->answers_to(name)) return false;
+  proxy_request(ctx_, *router_, name, body, req, res, flavor);
+  return true;
 }
 
 void ApiServer::bind() {
@@ -145,8 +171,8 @@ void ApiServer::drain_and_stop(std::chrono::steady_clock::time_point deadline, c
   for (int i = 0; i < 5000 && !http_->is_running() && !run_returned_; i++)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   http_->stop();  // no new connections; requests already read keep going
-  while (std::chrono::steady_clock::now() < deadline && !hurry()) {
-    SchedulerStats s = model_.scheduler->stats();
+  while (model_ && std::chrono::steady_clock::now() < deadline && !hurry()) {
+    SchedulerStats s = local_stats();
     if (s.active == 0 && s.queued == 0) {
       // Give the HTTP threads a moment to write the last chunks of what just finished.
       std::this_thread::sleep_for(std::chrono::milliseconds(200));

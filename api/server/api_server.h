@@ -10,17 +10,22 @@
 
 #include "server/metrics.h"
 #include "server/request_flow.h"
+#include "server/router.h"
 #include "server/served_model.h"
 
 namespace httplib {
 class Server;
+struct Request;
+struct Response;
 }
 
 namespace llmesh::api {
 
 class ApiServer {
  public:
-  ApiServer(ServedModel& model, ServerOptions opt);
+  ApiServer(ServedModel& model, ServerOptions opt) : ApiServer(&model, std::move(opt), nullptr) {}
+  // `model` may be null (a client node), `router` may be null (no mesh): at least one is set.
+  ApiServer(ServedModel* model, ServerOptions opt, ModelRouter* router);
   ~ApiServer();
 
   // Binds opt.host:opt.port (port 0: any free port); throws std::runtime_error naming the
@@ -38,9 +43,13 @@ class ApiServer {
 
  private:
   void routes();
+  bool route(const httplib::Request& req, httplib::Response& res, ApiFlavor flavor);
   bool authorized(const std::string& authorization, const std::string& x_api_key) const;
 
-  ServedModel& model_;
+  SchedulerStats local_stats() const;
+
+  ServedModel* model_;
+  ModelRouter* router_;
   ServerOptions opt_;
   Metrics metrics_;
   ApiContext ctx_;

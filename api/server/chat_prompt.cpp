@@ -139,12 +139,12 @@ ChatPrompt build_chat_prompt(const ServedModel& model, const ChatRequest& req) {
 
 Submission submit_chat(const ApiContext& ctx, const ChatRequest& cr, GenerationRequest gr, ChoiceConfig cfg,
                        std::optional<int64_t> max_tokens, bool clamp_max_tokens) {
-  ChatPrompt prompt = build_chat_prompt(ctx.model, cr);
+  ChatPrompt prompt = build_chat_prompt(*ctx.model, cr);
   cfg.parser = prompt.parser;
   cfg.prefill = prompt.prefill;
   gr.prompt = std::move(prompt.tokens);
   gr.max_tokens = budget_tokens(ctx, gr.prompt.size(), max_tokens, clamp_max_tokens);
-  gr.stop_tokens = ctx.model.stop_tokens;
+  gr.stop_tokens = ctx.model->stop_tokens;
   std::vector<GenerationRequest> reqs;
   reqs.push_back(std::move(gr));
   std::vector<ChoiceConfig> cfgs;

@@ -6,6 +6,7 @@
 
 #include "server/chat_prompt.h"
 #include "server/endpoints.h"
+#include "server/router.h"
 
 namespace llmesh::api {
 namespace {
@@ -272,33 +273,52 @@ void stream_response(httplib::Response& res, const char* content_type, StreamBod
   });
 }
 
+namespace {
+json model_entry(const std::string& id, int64_t created, int context_length, const json& meta) {
+  json m = {{"id", id}, {"object", "model"}, {"created", created}, {"owned_by", "llmesh"},
+            {"context_length", context_length}};
+  if (!meta.is_null()) m["meta"] = meta;
+  // Anthropic's model list shape too, so either SDK can list models.
+  m["type"] = "model";
+  m["display_name"] = id;
+  m["created_at"] = fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(static_cast<std::time_t>(created)));
+  return m;
+}
+}  // namespace
+
 void handle_models(const ApiContext& ctx, const httplib::Request&, httplib::Response& res) {
   json data = json::array();
-  auto entry = [&](const std::string& id) {
-    json m = {{"id", id}, {"object", "model"}, {"created", ctx.model.created}, {"owned_by", "llmesh"},
-              {"context_length", ctx.model.n_ctx()}};
-    if (!ctx.model.info.is_null()) m["meta"] = ctx.model.info;
-    // Anthropic's model list shape, so either SDK can list models.
-    m["type"] = "model";
-    m["display_name"] = id;
-    m["created_at"] = fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(static_cast<std::time_t>(ctx.model.created)));
-    return m;
-  };
-  data.push_back(entry(ctx.model.id));
-  for (const auto& a : ctx.model.aliases) data.push_back(entry(a));
+  if (ctx.model) {
+    data.push_back(model_entry(ctx.model->id, ctx.model->created, ctx.model->n_ctx(), ctx.model->info));
+    for (const auto& a : ctx.model->aliases) data.push_back(model_entry(a, ctx.model->created, ctx.model->n_ctx(), nullptr));
+  }
+  if (ctx.router) {
+    for (const auto& m : ctx.router->models()) {
+      if (ctx.model && ctx.model->answers_to(m.id)) continue;
+      data.push_back(model_entry(m.id, m.created, m.context_length, json{{"nodes", m.nodes}}));
+    }
+  }
   json out = {{"object", "list"}, {"data", data}, {"has_more", false},
-              {"first_id", ctx.model.id}, {"last_id", data.back()["id"]}};
+              {"first_id", data.empty() ? json(nullptr) : data.front()["id"]},
+              {"last_id", data.empty() ? json(nullptr) : data.back()["id"]}};
   res.set_content(dump_json(out), "application/json");
 }
 
 void handle_model(const ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
   std::string id = req.matches.size() > 1 ? std::string(req.matches[1]) : "";
-  if (!ctx.model.answers_to(id))
-    throw ApiError(404, "invalid_request_error", fmt::format("The model '{}' does not exist on this node", id), "model",
-                   "model_not_found");
-  res.set_content(dump_json(json{{"id", id}, {"object", "model"}, {"created", ctx.model.created},
-                                 {"owned_by", "llmesh"}, {"context_length", ctx.model.n_ctx()}}),
-                  "application/json");
+  if (ctx.model && ctx.model->answers_to(id)) {
+    res.set_content(dump_json(model_entry(id, ctx.model->created, ctx.model->n_ctx(), nullptr)), "application/json");
+    return;
+  }
+  if (ctx.router)
+    for (const auto& m : ctx.router->models())
+      if (m.id == id) {
+        res.set_content(dump_json(model_entry(id, m.created, m.context_length, json{{"nodes", m.nodes}})),
+                        "application/json");
+        return;
+      }
+  throw ApiError(404, "invalid_request_error", fmt::format("The model '{}' does not exist on this node or its mesh", id),
+                 "model", "model_not_found");
 }
 
 void handle_chat_completions(const ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
@@ -325,7 +345,7 @@ void handle_chat_completions(const ApiContext& ctx, const httplib::Request& req,
   }
 
   GenerationRequest gr;
-  gr.sampling = sampling_from(body, ctx.model.tokenizer->n_vocab(), &gr.logit_bias);
+  gr.sampling = sampling_from(body, ctx.model->tokenizer->n_vocab(), &gr.logit_bias);
   const bool logprobs = opt_bool(body, "logprobs").value_or(false);
   auto top = opt_int(body, "top_logprobs", 0, 20);
   if (top && !logprobs) throw bad_request("'top_logprobs' requires 'logprobs': true", "top_logprobs");
@@ -449,7 +469,7 @@ std::vector<std::vector<int32_t>> completion_prompts(const ApiContext& ctx, cons
                                                      std::vector<std::string>& texts) {
   if (!body.contains("prompt") || body["prompt"].is_null()) throw bad_request("'prompt' is required", "prompt");
   const json& p = body["prompt"];
-  const int n_vocab = ctx.model.tokenizer->n_vocab();
+  const int n_vocab = ctx.model->tokenizer->n_vocab();
   auto from_ids = [&](const json& arr, const std::string& where) {
     std::vector<int32_t> ids;
     for (const auto& v : arr) {
@@ -461,7 +481,7 @@ std::vector<std::vector<int32_t>> completion_prompts(const ApiContext& ctx, cons
   };
   std::vector<std::vector<int32_t>> out;
   auto add_text = [&](const std::string& s) {
-    std::vector<int32_t> ids = ctx.model.tokenizer->encode(s, /*add_special=*/true, /*parse_special=*/true);
+    std::vector<int32_t> ids = ctx.model->tokenizer->encode(s, /*add_special=*/true, /*parse_special=*/true);
     texts.push_back(s);
     out.push_back(std::move(ids));
   };
@@ -469,14 +489,14 @@ std::vector<std::vector<int32_t>> completion_prompts(const ApiContext& ctx, cons
     add_text(p.get<std::string>());
   } else if (p.is_array() && !p.empty() && p[0].is_number()) {
     out.push_back(from_ids(p, "prompt"));
-    texts.push_back(ctx.model.tokenizer->decode(out.back()));
+    texts.push_back(ctx.model->tokenizer->decode(out.back()));
   } else if (p.is_array() && !p.empty()) {
     if (p.size() > 64) throw bad_request("'prompt' may hold at most 64 prompts", "prompt");
     for (size_t i = 0; i < p.size(); i++) {
       if (p[i].is_string()) add_text(p[i].get<std::string>());
       else if (p[i].is_array()) {
         out.push_back(from_ids(p[i], fmt::format("prompt[{}]", i)));
-        texts.push_back(ctx.model.tokenizer->decode(out.back()));
+        texts.push_back(ctx.model->tokenizer->decode(out.back()));
       } else throw bad_request(fmt::format("'prompt[{}]' must be a string or an array of token ids", i), "prompt");
     }
   } else {
@@ -531,7 +551,7 @@ void handle_completions(const ApiContext& ctx, const httplib::Request& req, http
   auto prompts = completion_prompts(ctx, body, texts);
   auto max_tokens = opt_int(body, "max_tokens", 0, INT32_MAX).value_or(16);
   std::vector<std::pair<int32_t, float>> bias;
-  SamplingParams sp = sampling_from(body, ctx.model.tokenizer->n_vocab(), &bias);
+  SamplingParams sp = sampling_from(body, ctx.model->tokenizer->n_vocab(), &bias);
   auto stops = stop_list(body, "stop", 4);
 
   std::vector<GenerationRequest> reqs;
@@ -543,7 +563,7 @@ void handle_completions(const ApiContext& ctx, const httplib::Request& req, http
     gr.sampling = sp;
     gr.logit_bias = bias;
     gr.top_logprobs = lp ? static_cast<int>(*lp) : -1;
-    gr.stop_tokens = ctx.model.stop_tokens;
+    gr.stop_tokens = ctx.model->stop_tokens;
     reqs.push_back(std::move(gr));
     ChoiceConfig cfg;
     cfg.stop_strings = stops;

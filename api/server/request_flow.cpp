@@ -115,15 +115,15 @@ void check_model(const ApiContext& ctx, const json& body, ApiFlavor flavor) {
   if (it == body.end() || it->is_null()) throw bad_request("'model' is required", "model");
   if (!it->is_string()) throw bad_request("'model' must be a string", "model");
   const std::string name = it->get<std::string>();
-  if (!ctx.model.answers_to(name))
+  if (!ctx.model->answers_to(name))
     throw ApiError(404, "invalid_request_error",
                    fmt::format("The model '{}' does not exist on this node; it serves '{}' (GET /v1/models)",
-                               name, ctx.model.id),
+                               name, ctx.model->id),
                    "model", "model_not_found");
 }
 
 int budget_tokens(const ApiContext& ctx, size_t prompt_tokens, std::optional<int64_t> requested, bool clamp) {
-  const int64_t n_ctx = ctx.model.n_ctx();
+  const int64_t n_ctx = ctx.model->n_ctx();
   if (static_cast<int64_t>(prompt_tokens) >= n_ctx)
     throw bad_request(fmt::format("This model's maximum context length is {} tokens. However, your "
                                   "messages resulted in {} tokens, leaving no room to generate. (This "
@@ -147,14 +147,14 @@ Submission submit_choices(const ApiContext& ctx, std::vector<GenerationRequest> 
   Submission sub;
   sub.start = std::chrono::steady_clock::now();
   sub.channel = std::make_shared<ResponseChannel>();
-  sub.running = std::make_shared<RunningRequest>(*ctx.model.scheduler);
+  sub.running = std::make_shared<RunningRequest>(*ctx.model->scheduler);
   sub.n_choices = static_cast<int>(reqs.size());
   for (size_t i = 0; i < reqs.size(); i++) {
-    auto sink = std::make_shared<ChoiceSink>(*ctx.model.tokenizer, std::move(cfgs[i]), sub.channel,
+    auto sink = std::make_shared<ChoiceSink>(*ctx.model->tokenizer, std::move(cfgs[i]), sub.channel,
                                              static_cast<int>(i), &ctx.metrics);
     sub.prompt_tokens += reqs[i].prompt.size();
     try {
-      sub.running->add(ctx.model.scheduler->submit(std::move(reqs[i]), sink));
+      sub.running->add(ctx.model->scheduler->submit(std::move(reqs[i]), sink));
     } catch (const QueueFull& e) {
       throw ApiError(429, "rate_limit_exceeded",
                      fmt::format("This node is busy: all slots are generating and the queue is full ({}). "

@@ -35,10 +35,13 @@ struct ServerOptions {
 // A timestamped line on stderr (the server's log).
 void log_line(const std::string& text);
 
+class ModelRouter;
+
 struct ApiContext {
-  ServedModel& model;
+  ServedModel* model;  // null on a node without a local model (client nodes)
   Metrics& metrics;
   const ServerOptions& opt;
+  ModelRouter* router = nullptr;  // models served elsewhere (the mesh); null: this node only
 };
 
 // ---- typed field access: every wrong type or range names the field ----
