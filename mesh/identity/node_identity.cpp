@@ -20,15 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string openssl_error() {
-  unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "unknown OpenSSL error";
-  char buf[256];
-  ERR_error_string_n(e, buf, sizeof buf);
-  return buf;
-}
-
 std::shared_ptr<EVP_PKEY> own(EVP_PKEY* k) { return std::shared_ptr<EVP_PKEY>(k, EVP_PKEY_free); }
 
 // Never prompts for a passphrase: an encrypted key file is simply refused.
@@ -221,6 +212,15 @@ fs::path default_home() {
   if (const char* h = std::getenv("LLMESH_HOME"); h && *h) return fs::path(h);
   if (const char* home = std::getenv("HOME"); home && *home) return fs::path(home) / ".llmesh";
   return fs::path(".llmesh");
+}
+
+std::string openssl_error() {
+  unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "unknown OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return buf;
 }
 
 }  // namespace llmesh::mesh

@@ -74,6 +74,9 @@ class NodeIdentity {
 // $LLMESH_HOME, else $HOME/.llmesh (else ./.llmesh when HOME is unset).
 std::filesystem::path default_home();
 
+// The oldest queued OpenSSL error as text (and the queue cleared): for error messages.
+std::string openssl_error();
+
 }  // namespace llmesh::mesh
 
 template <>

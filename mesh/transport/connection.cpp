@@ -220,18 +220,7 @@ bool PeerConnection::handle(Frame& f) {
       host_.log("peer " + info_.id.short_hex() + " sent GOAWAY: " + why.describe());
       going_away_ = true;
       detach(why);
-      {
-        auto self = shared_from_this();
-        drain_timer_.expires_after(opt_.drain_timeout);
-        drain_timer_.async_wait([self](error_code ec) {
-          if (!ec && !self->closed_ && !self->flush_then_close_) {
-            for (auto& [id, s] : self->streams_) s->on_closed();
-            self->streams_.clear();
-            self->flush_then_close_ = true;
-            self->pump();
-          }
-        });
-      }
+      arm_drain_timer();
       maybe_close_drained();
       return !closed_;
     }
@@ -442,6 +431,13 @@ void PeerConnection::goaway(uint32_t code, const std::string& message) {
   put_u32(payload, code);
   payload.insert(payload.end(), message.begin(), message.begin() + std::min<size_t>(message.size(), 512));
   enqueue(encode_frame(FrameType::GOAWAY, 0, 0, payload));
+  arm_drain_timer();
+  maybe_close_drained();
+}
+
+// After a GOAWAY either way, open streams get drain_timeout to finish; then they are closed
+// and the connection flushes what is queued and closes.
+void PeerConnection::arm_drain_timer() {
   auto self = shared_from_this();
   drain_timer_.expires_after(opt_.drain_timeout);
   drain_timer_.async_wait([self](error_code ec) {
@@ -452,7 +448,6 @@ void PeerConnection::goaway(uint32_t code, const std::string& message) {
       self->pump();
     }
   });
-  maybe_close_drained();
 }
 
 void PeerConnection::abort(uint32_t code, const std::string& message) {

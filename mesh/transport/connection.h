@@ -89,6 +89,7 @@ class PeerConnection : public std::enable_shared_from_this<PeerConnection> {
   void finish(const CloseReason& why);  // close the socket (after flushing), once
   void forget_stream_if_done(uint32_t id);
   void maybe_close_drained();
+  void arm_drain_timer();
   void stream_reset(uint32_t id, ResetCode code);
   std::shared_ptr<Stream> make_stream(uint32_t id, bool local, std::vector<uint8_t> header);
 

@@ -16,14 +16,6 @@ namespace ssl = boost::asio::ssl;
 
 namespace {
 
-std::string openssl_error() {
-  unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "unknown OpenSSL error";
-  char buf[256];
-  ERR_error_string_n(e, buf, sizeof buf);
-  return buf;
-}
 
 struct X509Free {
   void operator()(X509* x) const { X509_free(x); }
