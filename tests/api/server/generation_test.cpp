@@ -164,10 +164,7 @@ TEST_F(Generation, StreamDisconnectFreesTheSlot) {
   std::string got = rc.read_until("data:");
   ASSERT_NE(got.find("200 OK"), std::string::npos) << got;
   rc.shut();
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (server_->scheduler().stats().active > 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_EQ(server_->scheduler().stats().active, 0);
+  EXPECT_EQ(wait_for_stats(server_->scheduler(), idle).active, 0);
   EXPECT_EQ(post(chat_body("Hello", 2))->status, 200);
 }
 
@@ -176,14 +173,9 @@ TEST_F(Generation, NonStreamingDisconnectFreesTheSlot) {
   json b = chat_body("Once upon a time", 220);
   b["temperature"] = 1.0;
   ASSERT_TRUE(rc.send_all(http_post("/v1/chat/completions", b.dump())));
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-  while (server_->scheduler().stats().active == 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  wait_for_stats(server_->scheduler(), busy, 3);
   rc.shut();
-  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (server_->scheduler().stats().active > 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_EQ(server_->scheduler().stats().active, 0);
+  EXPECT_EQ(wait_for_stats(server_->scheduler(), idle).active, 0);
 }
 
 TEST_F(Generation, MetricsAndHealth) {

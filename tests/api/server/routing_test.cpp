@@ -133,10 +133,7 @@ TEST_F(Routing, ClientThatLeavesStopsTheFarGeneration) {
   std::string got = rc.read_until("data:");
   ASSERT_NE(got.find("200 OK"), std::string::npos) << got;
   rc.shut();
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (backend_->scheduler().stats().active > 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_EQ(backend_->scheduler().stats().active, 0);
+  EXPECT_EQ(wait_for_stats(backend_->scheduler(), idle).active, 0);
 }
 
 }  // namespace

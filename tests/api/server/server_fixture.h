@@ -150,6 +150,20 @@ class RawConnection {
   int fd_ = -1;
 };
 
+// Polls the scheduler until `done(stats)` holds or `seconds` pass; returns the last stats.
+template <class Pred>
+SchedulerStats wait_for_stats(Scheduler& s, Pred done, double seconds = 5) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  SchedulerStats st = s.stats();
+  while (!done(st) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    st = s.stats();
+  }
+  return st;
+}
+inline bool idle(const SchedulerStats& st) { return st.active == 0; }
+inline bool busy(const SchedulerStats& st) { return st.active > 0; }
+
 inline std::string http_post(const std::string& path, const std::string& body,
                              const std::string& extra_headers = "") {
   return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + extra_headers +
