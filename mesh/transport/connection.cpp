@@ -114,6 +114,18 @@ asio::awaitable<void> PeerConnection::run() {
   h.stream_window = opt_.stream_window;
   h.session = session_;
   enqueue(encode_frame(FrameType::HELLO, 0, 0, encode_hello(h)));
+  if (opt_.admission.enabled()) {
+    // ADMIT goes right after HELLO, without waiting for the peer's: no extra round trip.
+    std::vector<uint8_t> admit = opt_.admission.make(info_);
+    if (admit.size() + 2 > kDefaultMaxPayload) {
+      finish({static_cast<uint32_t>(GoAwayCode::INTERNAL), false, "ADMIT message too large"});
+      co_return;
+    }
+    std::vector<uint8_t> payload;
+    put_u16(payload, kAdmitKind);
+    payload.insert(payload.end(), admit.begin(), admit.end());
+    enqueue(encode_frame(FrameType::MSG, 0, 0, payload));
+  }
 
   std::vector<uint8_t> buf(kReadChunk);
   while (!closed_) {
@@ -163,12 +175,20 @@ asio::awaitable<void> PeerConnection::keepalive() {
 
 bool PeerConnection::handle(Frame& f) {
   if (!ready_) {
-    if (f.kind() != FrameType::HELLO || f.stream_id != 0) {
-      abort(static_cast<uint32_t>(GoAwayCode::PROTOCOL_ERROR),
-            std::string("first frame was ") + frame_type_name(f.type) + ", not HELLO");
+    if (f.kind() == FrameType::GOAWAY && f.stream_id == 0 && f.payload.size() >= 4) {
+      refused_by_peer(f);
       return false;
     }
-    handle_hello(f);
+    if (!hello_done_) {
+      if (f.kind() != FrameType::HELLO || f.stream_id != 0) {
+        abort(static_cast<uint32_t>(GoAwayCode::PROTOCOL_ERROR),
+              std::string("first frame was ") + frame_type_name(f.type) + ", not HELLO");
+        return false;
+      }
+      handle_hello(f);
+    } else {
+      handle_admit(f);
+    }
     return !closed_;
   }
   auto protocol_error = [&](const std::string& what) {
@@ -259,6 +279,38 @@ void PeerConnection::handle_hello(Frame& f) {
   info_.version = *v;
   info_.software = h->software;
   info_.capabilities = h->capabilities;
+  hello_done_ = true;
+  if (!opt_.admission.enabled()) become_ready();
+}
+
+// The frame after HELLO must be the peer's ADMIT (one MSG frame of kind kAdmitKind).
+void PeerConnection::handle_admit(Frame& f) {
+  if (f.kind() != FrameType::MSG || f.stream_id != 0 || f.more() || f.payload.size() < 2 ||
+      get_u16(f.payload.data()) != kAdmitKind) {
+    abort(static_cast<uint32_t>(GoAwayCode::NOT_ADMITTED) + 5 /* malformed */,
+          std::string("malformed: expected ADMIT after HELLO, got ") + frame_type_name(f.type));
+    return;
+  }
+  auto refusal = opt_.admission.verify(info_, std::span<const uint8_t>(f.payload).subspan(2));
+  if (refusal) {
+    host_.log("admission refused: peer " + info_.id.short_hex() + " at " + info_.address + ": " + refusal->second);
+    abort(refusal->first, refusal->second);
+    return;
+  }
+  become_ready();
+}
+
+void PeerConnection::refused_by_peer(Frame& f) {
+  uint32_t code = get_u32(f.payload.data());
+  std::string text = printable(std::span<const uint8_t>(f.payload).subspan(4), 512);
+  CloseReason why{code, true, text};
+  std::string who = info_.id == NodeId{} ? info_.address : info_.id.short_hex() + " at " + info_.address;
+  host_.log((code > 0x100 && code < 0x200 ? "admission refused by peer " : "connection refused by peer ") + who +
+            ": " + why.describe());
+  finish(why);
+}
+
+void PeerConnection::become_ready() {
   ready_ = true;
   ready_at_ = std::chrono::steady_clock::now();
   handshake_timer_.cancel();

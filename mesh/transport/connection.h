@@ -82,6 +82,9 @@ class PeerConnection : public std::enable_shared_from_this<PeerConnection> {
   boost::asio::awaitable<void> keepalive();
   bool handle(Frame& f);  // false: the connection was closed
   void handle_hello(Frame& f);
+  void handle_admit(Frame& f);
+  void become_ready();
+  void refused_by_peer(Frame& f);  // a GOAWAY before the connection was ready
   void handle_stream_frame(Frame& f);
   void enqueue(std::vector<uint8_t> bytes);
   void pump();
@@ -108,6 +111,7 @@ class PeerConnection : public std::enable_shared_from_this<PeerConnection> {
 
   PeerInfo info_;
   Hello peer_hello_;
+  bool hello_done_ = false;  // the peer's HELLO arrived (ready_ waits for ADMIT too when admission is on)
   bool ready_ = false, detached_ = false, closed_ = false, going_away_ = false, flush_then_close_ = false;
   CloseReason reason_;
   boost::asio::steady_timer handshake_timer_, keepalive_timer_, drain_timer_;

@@ -24,6 +24,7 @@ const char* goaway_name(uint32_t code) {
     case GoAwayCode::CONNECTION_LOST: return "connection lost";
     case GoAwayCode::NOT_ADMITTED: return "not admitted";
   }
+  if (code > 0x100 && code < 0x200) return "not admitted";
   return code >= 0x100 ? "application reason" : "unknown reason";
 }
 

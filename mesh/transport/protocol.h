@@ -36,9 +36,13 @@ enum class GoAwayCode : uint32_t {
   MESSAGE_TOO_LARGE = 12, // a reassembled MSG over the limit
   // Local-only reasons (never sent; reported to the owner when the connection just ends).
   CONNECTION_LOST = 0xF0,  // EOF or a socket/TLS error
-  // The admission layer's codes start here.
+  // The admission layer's codes: 0x100 + AdmissionReason (docs/invites.md), 0x101..0x1FF.
   NOT_ADMITTED = 0x100,
 };
+
+// The MSG kind of the ADMIT message (the first message after HELLO when admission is on).
+// Other layers' kinds: gossip 2, mesh control 3 (docs/protocol.md, "Messages").
+inline constexpr uint16_t kAdmitKind = 1;
 
 // RESET reason codes (u32).
 enum class ResetCode : uint32_t {

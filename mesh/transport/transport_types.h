@@ -4,7 +4,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +15,23 @@
 #include "transport/frame.h"
 
 namespace llmesh::mesh {
+
+struct PeerInfo;
+
+// Admission (docs/invites.md, "The exchange"): when both functions are set, each side sends
+// make(peer) as its ADMIT message (MSG kind kAdmitKind) right after its HELLO, and a connection
+// becomes ready (on_connected, connect() returning) only once the peer's ADMIT passes verify().
+// Nothing else is accepted before that. A refusal is sent as GOAWAY with the returned code and
+// message, and logged on both sides. Both run on the I/O thread and must be quick.
+struct AdmissionHooks {
+  // `peer` has the id (from its pinned certificate), outbound (we dialed) and channel_binding.
+  std::function<std::vector<uint8_t>(const struct PeerInfo& peer)> make;
+  // nullopt: admitted; otherwise the refusal (code >= 0x100, a message naming the reason).
+  std::function<std::optional<std::pair<uint32_t, std::string>>(const struct PeerInfo& peer,
+                                                                  std::span<const uint8_t> admit)>
+      verify;
+  bool enabled() const { return make && verify; }
+};
 
 struct TransportOptions {
   std::string software_version = "llmesh/0.1.0";
@@ -26,6 +46,7 @@ struct TransportOptions {
   std::chrono::milliseconds ping_interval{5000};
   int max_missed_pings = 3;  // closed after ping_interval * max_missed_pings without a PONG
   std::chrono::milliseconds drain_timeout{10000};  // after GOAWAY, streams get this long to finish
+  AdmissionHooks admission;  // empty: connections are ready after HELLO
   // One line per connection event (handshake refused, closed with a reason...). Default: stderr.
   std::function<void(const std::string&)> log;
 };

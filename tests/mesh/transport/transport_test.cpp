@@ -695,3 +695,63 @@ TEST(Transport, StopSendsShutdownToPeers) {
   CloseReason why;
   EXPECT_FALSE(b->t->connect("127.0.0.1", a.port, std::nullopt, &why));
 }
+
+// Admission hooks: each side's ADMIT follows its HELLO; the connection is ready only when the
+// peer's passes verify(), and a refusal reaches the dialer with its code and both logs.
+namespace {
+TransportOptions admitting(std::string token, std::string expected) {
+  TransportOptions o = fast_options();
+  o.admission.make = [token](const PeerInfo& p) {
+    std::string body = token + (p.outbound ? "/dialer" : "/acceptor");
+    body.append(reinterpret_cast<const char*>(p.channel_binding.data()), 4);
+    return std::vector<uint8_t>(body.begin(), body.end());
+  };
+  o.admission.verify = [expected](const PeerInfo& p,
+                                   std::span<const uint8_t> admit) -> std::optional<std::pair<uint32_t, std::string>> {
+    std::string want = expected + (p.outbound ? "/acceptor" : "/dialer");
+    want.append(reinterpret_cast<const char*>(p.channel_binding.data()), 4);
+    if (std::string(admit.begin(), admit.end()) == want) return std::nullopt;
+    return std::make_pair(uint32_t{0x102}, std::string("wrong_secret: the proof does not verify"));
+  };
+  return o;
+}
+}  // namespace
+
+TEST(Transport, AdmissionHooksAdmitMatchingPeers) {
+  Node a(admitting("k1", "k1")), b(admitting("k1", "k1"));
+  b.dial(a);
+  ASSERT_TRUE(a.wait([&] { return a.connected.size() == 1; }));
+  std::vector<uint8_t> hi{1, 2, 3};
+  ASSERT_TRUE(b.t->send(a.id(), 7, hi));
+  ASSERT_TRUE(a.wait([&] { return a.messages.size() == 1; }));
+  EXPECT_EQ(a.messages[0].kind, 7);  // the ADMIT itself never reaches the owner
+}
+
+TEST(Transport, AdmissionRefusalReachesBothSidesWithItsCode) {
+  Node a(admitting("k1", "k1")), b(admitting("k2", "k2"));
+  CloseReason why;
+  auto info = b.t->connect("127.0.0.1", a.port, a.id(), &why);
+  EXPECT_FALSE(info);
+  EXPECT_EQ(why.code, 0x102u) << why.describe();
+  EXPECT_NE(why.describe().find("wrong_secret"), std::string::npos) << why.describe();
+  EXPECT_TRUE(eventually([&] { return a.has_log("admission refused: peer " + b.id().short_hex()); }));
+  EXPECT_TRUE(b.has_log("admission refused") || why.by_peer);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(a.t->connected(b.id()));
+  EXPECT_FALSE(b.t->connected(a.id()));
+  std::lock_guard lk(a.m);
+  EXPECT_TRUE(a.connected.empty());
+  EXPECT_TRUE(a.messages.empty());
+}
+
+TEST(Transport, PeerWithoutAdmissionIsRefusedByOneWithIt) {
+  // b sends no ADMIT: b considers itself connected after HELLO, but a never does and drops
+  // the connection when its handshake time runs out.
+  Node a(admitting("k1", "k1")), b;
+  CloseReason why;
+  b.t->connect("127.0.0.1", a.port, a.id(), &why);
+  EXPECT_FALSE(a.t->connected(b.id()));
+  EXPECT_TRUE(eventually([&] { return !b.t->connected(a.id()); }, 3000ms));
+  std::lock_guard lk(a.m);
+  EXPECT_TRUE(a.connected.empty());
+}
