@@ -111,6 +111,8 @@ class Swim {
   // announcement spreads, then stop.
   void leave(TimePoint now);
   bool leave_done() const;
+  // A seed answered join()'s push-pull with its view of the mesh.
+  bool synced() const { return synced_; }
   // Replace this node's state record (state_version is assigned here) and spread it.
   void update_self(NodeState state, TimePoint now);
 

@@ -1,5 +1,7 @@
 #include "identity/node_identity.h"
 
+#include "identity/private_file.h"
+
 #include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -121,30 +123,10 @@ NodeIdentity NodeIdentity::load(const fs::path& file) {
 }
 
 void NodeIdentity::save(const fs::path& file) const {
-  std::string pem = private_key_pem();
-  fs::path tmp = file;
-  tmp += ".tmp" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw IdentityError("cannot write node key " + tmp.string() + ": " + std::strerror(errno));
-  ::fchmod(fd, 0600);  // in case the file already existed with other bits
-  size_t off = 0;
-  while (off < pem.size()) {
-    ssize_t n = ::write(fd, pem.data() + off, pem.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw IdentityError("cannot write node key " + tmp.string() + ": " + std::strerror(e));
-    }
-    off += static_cast<size_t>(n);
-  }
-  bool ok = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), file.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    throw IdentityError("cannot write node key " + file.string() + ": " + std::strerror(e));
+  try {
+    write_private_file(file, private_key_pem());
+  } catch (const PrivateFileError& e) {
+    throw IdentityError(std::string("cannot write node key: ") + e.what());
   }
 }
 

@@ -1,5 +1,7 @@
 #include "invite/mesh_secret.h"
 
+#include "identity/private_file.h"
+
 #include <fcntl.h>
 #include <sodium.h>
 #include <sys/stat.h>
@@ -97,55 +99,16 @@ fs::path default_mesh_secret_path() { return llmesh_home() / "mesh.json"; }
 static std::string errno_text() { return std::strerror(errno); }
 
 void save_mesh_secret(const MeshSecret& s, const fs::path& path) {
-  fs::path dir = path.parent_path();
-  if (dir.empty()) dir = ".";
-  std::error_code ec;
-  if (!fs::exists(dir, ec)) {
-    fs::create_directories(dir, ec);
-    if (ec) throw MeshSecretError("cannot create " + dir.string() + ": " + ec.message());
-    ::chmod(dir.c_str(), 0700);
-  }
   nlohmann::json j = {
       {"version", 1},
       {"mesh_id", to_hex(s.mesh_id)},
       {"secret", to_hex(s.secret)},
       {"epoch", s.epoch},
   };
-  std::string text = j.dump(2) + "\n";
-
-  fs::path tmp = dir / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
-  ::unlink(tmp.c_str());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) throw MeshSecretError("cannot write " + tmp.string() + ": " + errno_text());
-  ::fchmod(fd, 0600);  // whatever the umask
-  const char* p = text.data();
-  size_t left = text.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      std::string e = errno_text();
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw MeshSecretError("cannot write " + tmp.string() + ": " + e);
-    }
-    p += n;
-    left -= size_t(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    std::string e = errno_text();
-    ::unlink(tmp.c_str());
-    throw MeshSecretError("cannot write " + tmp.string() + ": " + e);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string e = errno_text();
-    ::unlink(tmp.c_str());
-    throw MeshSecretError("cannot replace " + path.string() + ": " + e);
-  }
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+  try {
+    mesh::write_private_file(path, j.dump(2) + "\n");
+  } catch (const mesh::PrivateFileError& e) {
+    throw MeshSecretError(e.what());
   }
 }
 
