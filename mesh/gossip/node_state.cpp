@@ -40,6 +40,9 @@ json to_wire(const NodeState& s) {
       for (const auto& r : m.on_disk) disk.push_back(range_to_wire(r));
       mj["dk"] = std::move(disk);
     }
+    if (!m.aliases.empty()) mj["al"] = m.aliases;
+    if (m.context_length != 0) mj["cx"] = m.context_length;
+    if (m.created != 0) mj["cr"] = m.created;
     models.push_back(std::move(mj));
   }
   json load = {{"a", s.load.active_requests}, {"q", s.load.queued}, {"p", s.load.parallel_slots},
@@ -81,6 +84,21 @@ NodeState node_state_from_wire(const json& v) {
       if (auto it = mj.find("ld"); it != mj.end()) m.loaded = range_from_wire(*it, "ld");
       if (const json* disk = read_array(mj, "dk", kMaxLayerRanges))
         for (const json& r : *disk) m.on_disk.push_back(range_from_wire(r, "dk"));
+      if (const json* aliases = read_array(mj, "al", kMaxAliases))
+        for (const json& a : *aliases) {
+          if (!a.is_string() || a.get_ref<const std::string&>().size() > kMaxStateString)
+            throw WireError("field 'al': expected names of at most 256 bytes");
+          m.aliases.push_back(a.get<std::string>());
+        }
+      m.context_length = static_cast<std::uint32_t>(read_uint(mj, "cx", kU32));
+      if (auto it = mj.find("cr"); it != mj.end()) {
+        if (it->is_number_unsigned() && it->get<std::uint64_t>() <= static_cast<std::uint64_t>(INT64_MAX))
+          m.created = static_cast<std::int64_t>(it->get<std::uint64_t>());
+        else if (it->is_number_integer() && !it->is_number_unsigned())
+          m.created = it->get<std::int64_t>();
+        else
+          throw WireError("field 'cr': expected a 64-bit integer");
+      }
       s.models.push_back(std::move(m));
     }
   }
@@ -111,7 +129,10 @@ json to_json(const NodeState& s) {
                       {"file_hash", m.file_hash},
                       {"total_layers", m.total_layers},
                       {"layers_loaded", {m.loaded.first, m.loaded.last}},
-                      {"layers_on_disk", std::move(disk)}});
+                      {"layers_on_disk", std::move(disk)},
+                      {"aliases", m.aliases},
+                      {"context_length", m.context_length},
+                      {"created", m.created}});
   }
   return {{"role", role_name(s.role)},
           {"api_address", s.api_address},

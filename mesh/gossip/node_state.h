@@ -30,6 +30,9 @@ struct ModelInfo {
   std::uint32_t total_layers = 0;
   LayerRange loaded;               // empty range: not loaded
   std::vector<LayerRange> on_disk;
+  std::vector<std::string> aliases{};  // more names the model answers to (routing)
+  std::uint32_t context_length = 0;  // tokens per request the node serves (0: unknown)
+  std::int64_t created = 0;          // unix seconds, for /v1/models (0: unknown)
   bool operator==(const ModelInfo&) const = default;
 };
 
@@ -68,6 +71,7 @@ struct NodeState {
 // Bounds on decoded records (hostile peers cannot make a node store unbounded state).
 inline constexpr std::size_t kMaxModels = 64;
 inline constexpr std::size_t kMaxLayerRanges = 64;
+inline constexpr std::size_t kMaxAliases = 16;
 inline constexpr std::size_t kMaxStateString = 256;
 inline constexpr std::uint32_t kMaxLayers = 100000;
 

@@ -53,6 +53,39 @@ TEST(GossipEncoding, NodeStateUnknownKeysIgnored) {
   EXPECT_EQ(decode_node_state(bytes), full_state());
 }
 
+TEST(GossipEncoding, ModelAliasesContextAndCreated) {
+  NodeState s = full_state();
+  s.models[0].aliases = {"qwen3-32b", "qwen-big"};
+  s.models[0].context_length = 32768;
+  s.models[0].created = 1700000000;
+  s.models[1].created = -5;  // before 1970: kept as given
+  json j = to_wire(s);
+  EXPECT_EQ(j["md"][0]["al"], json::array({"qwen3-32b", "qwen-big"}));
+  EXPECT_EQ(j["md"][0]["cx"], 32768);
+  EXPECT_EQ(j["md"][0]["cr"], 1700000000);
+  EXPECT_FALSE(j["md"][1].contains("al"));  // empty and zero fields are left out
+  EXPECT_FALSE(j["md"][1].contains("cx"));
+  EXPECT_EQ(decode_node_state(encode_node_state(s)), s);
+  EXPECT_EQ(to_json(s)["models"][0]["aliases"], json::array({"qwen3-32b", "qwen-big"}));
+  EXPECT_EQ(to_json(s)["models"][0]["context_length"], 32768);
+  // Older records (without the keys) decode with the fields empty.
+  json old = to_wire(full_state());
+  EXPECT_EQ(decode_node_state(json::to_msgpack(old)).models[0].aliases.size(), 0u);
+
+  auto refuse = [](json bad) {
+    EXPECT_THROW(decode_node_state(json::to_msgpack(bad)), WireError) << bad.dump();
+  };
+  json b = j; b["md"][0]["al"] = "qwen"; refuse(b);
+  b = j; b["md"][0]["al"] = json::array({1}); refuse(b);
+  b = j; b["md"][0]["al"] = json::array({std::string(300, 'x')}); refuse(b);
+  b = j; b["md"][0]["al"] = json::array(); for (int i = 0; i < 17; ++i) b["md"][0]["al"].push_back("a"); refuse(b);
+  b = j; b["md"][0]["cx"] = -1; refuse(b);
+  b = j; b["md"][0]["cx"] = 1ull << 32; refuse(b);
+  b = j; b["md"][0]["cr"] = "yesterday"; refuse(b);
+  b = j; b["md"][0]["cr"] = 1.5; refuse(b);
+  b = j; b["md"][0]["cr"] = UINT64_MAX; refuse(b);
+}
+
 TEST(GossipEncoding, NodeStateWrongTypesRefused) {
   auto refuse = [](json j) {
     auto bytes = json::to_msgpack(j);
