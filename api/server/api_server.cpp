@@ -141,6 +141,15 @@ bool ApiServer::route(const httplib::Request& req, httplib::Response& res, ApiFl
   }
   const std::string name = body["model"];
   if (model_ && model_->answers_to(name)) return false;
+  // A request another node forwarded here is answered here or nowhere: forwarding it again
+  // could bounce it around the mesh while news of who serves what spreads.
+  if (req.has_header("X-Llmesh-Forwarded")) {
+    if (model_) return false;  // the local handler answers 404 model_not_found
+    throw ApiError(404, "invalid_request_error",
+                   fmt::format("The model '{}' is not served by this node (a request forwarded by the mesh is "
+                               "never forwarded again)", name),
+                   "model", "model_not_found");
+  }
   proxy_request(ctx_, *router_, name, body, req, res, flavor);
   return true;
 }

@@ -139,16 +139,30 @@ void proxy_request(const ApiContext& ctx, ModelRouter& router, const std::string
   for (const char* h : {"anthropic-version", "anthropic-beta"})
     if (req.has_header(h)) pr.headers[h] = req.get_header_value(h);
   std::shared_ptr<UpstreamResponse> up;
-  std::string failures;
-  for (auto& node : nodes) {
+  std::string failures, error_body;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    auto& node = nodes[i];
+    std::string why;
     try {
       up = node->send(pr);
-      break;
+      if (up->status < 400) break;
+      // Errors are small and final: read them whole. A node that no longer serves the model
+      // (the news has not reached us yet), is full or unavailable may be followed by one that
+      // answers; any other error is the answer.
+      error_body.clear();
+      std::string chunk;
+      while (error_body.size() < (1u << 20) && up->read(chunk)) error_body += chunk;
+      const bool retry = up->status == 429 || up->status == 503 ||
+                         (up->status == 404 && error_body.find("model_not_found") != std::string::npos);
+      if (!retry || i + 1 == nodes.size()) break;
+      why = fmt::format("answered {}", up->status);
+      up.reset();
     } catch (const UpstreamUnavailable& e) {
-      failures += fmt::format("{}{}: {}", failures.empty() ? "" : "; ", node->describe(), e.what());
-      if (ctx.opt.log_requests) log_line(fmt::format("route: {} failed before answering ({}); trying the next node",
-                                                     node->describe(), e.what()));
+      why = e.what();
     }
+    failures += fmt::format("{}{}: {}", failures.empty() ? "" : "; ", node->describe(), why);
+    if (ctx.opt.log_requests) log_line(fmt::format("route: {} failed before answering ({}); trying the next node",
+                                                   node->describe(), why));
   }
   if (!up)
     throw ApiError(503, "server_error",
@@ -156,10 +170,8 @@ void proxy_request(const ApiContext& ctx, ModelRouter& router, const std::string
   (void)flavor;
   res.status = up->status;
   if (up->status >= 400) {
-    // Errors are small and final: pass them on whole, with their own shape and status.
-    std::string body, chunk;
-    while (body.size() < (1u << 20) && up->read(chunk)) body += chunk;
-    res.set_content(body, up->content_type.empty() ? "application/json" : up->content_type);
+    // Pass the error on whole, with its own shape and status.
+    res.set_content(error_body, up->content_type.empty() ? "application/json" : up->content_type);
     return;
   }
   auto watch = std::make_shared<ConnectionWatch>(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
