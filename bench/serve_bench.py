@@ -119,7 +119,7 @@ def main():
     if isinstance(eos, dict):
         eos = eos.get("value")
 
-    server = subprocess.Popen([os.path.join(args.bin, "llmesh"), "serve", *common, "--port", "0", "--json",
+    server = subprocess.Popen([os.path.join(args.bin, "llmesh"), "serve", *common, "--no-mesh", "--port", "0", "--json",
                                "--parallel", str(max_c), "--name", "bench"],
                               stdout=subprocess.PIPE, text=True)
     port = json.loads(server.stdout.readline())["port"]

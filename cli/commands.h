@@ -12,5 +12,8 @@ Runner add_inspect(CLI::App& app);
 Runner add_run(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_serve(CLI::App& app);
+Runner add_client(CLI::App& app);
+Runner add_invite(CLI::App& app);
+Runner add_status(CLI::App& app);
 
 }  // namespace llmesh::cli

@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
   add(llmesh::cli::add_run);
   add(llmesh::cli::add_bench);
   add(llmesh::cli::add_serve);
+  add(llmesh::cli::add_client);
+  add(llmesh::cli::add_invite);
+  add(llmesh::cli::add_status);
   CLI11_PARSE(app, argc, argv);
   for (auto& [sub, run] : runners) {
     if (sub->parsed()) {

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/engine_options.h"
+#include "cli/mesh_runtime.h"
 #include "scheduler/scheduler.h"
 #include "server/api_server.h"
 #include "tokenizer/tokenizer.h"
@@ -28,6 +29,7 @@ struct ServeOptions {
   size_t max_body_mb = 32;
   bool json = false;
   bool quiet = false;
+  MeshCliOptions mesh;
 };
 
 bool is_loopback(const std::string& host) {
@@ -100,8 +102,25 @@ int run_serve(ServeOptions& o) {
   so2.max_queue = o.max_queue;
   so2.max_body_bytes = o.max_body_mb << 20;
   so2.log_requests = !o.quiet;
-  api::ApiServer server(sm, so2);
-  return api::serve_until_signal(server, so2, o.json);
+
+  std::unique_ptr<MeshRuntime> mesh;
+  if (!o.mesh.no_mesh) {
+    LocalNode local;
+    local.role = gossip::Role::server;
+    local.model = &sm;
+    local.threads = static_cast<int>(e.pool->size());
+    local.api_key = o.api_key;
+    local.api_host = o.listen;
+    mesh = std::make_unique<MeshRuntime>(o.mesh, local, o.quiet);
+  }
+  api::ApiServer server(&sm, so2, mesh ? mesh->router() : nullptr);
+  api::ServeHooks hooks;
+  if (mesh) {
+    mesh->add_endpoints(server);
+    hooks.on_listening = [&](int port) { return mesh->on_listening(port); };
+    hooks.on_stopping = [&] { mesh->on_stopping(); };
+  }
+  return api::serve_until_signal(server, so2, o.json, hooks);
 }
 
 }  // namespace
@@ -125,6 +144,7 @@ Runner add_serve(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--json", o->json, "Print the listening address as one JSON line");
   sub->add_flag("-q,--quiet", o->quiet, "No log line per request on stderr");
+  add_mesh_options(sub, o->mesh, /*client=*/false);
   return [o] { return run_serve(*o); };
 }
 

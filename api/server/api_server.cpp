@@ -154,6 +154,31 @@ bool ApiServer::route(const httplib::Request& req, httplib::Response& res, ApiFl
   return true;
 }
 
+void ApiServer::add_endpoint(const std::string& method, const std::string& path, ExtraHandler handler,
+                             bool needs_api_key) {
+  auto h = [this, path, handler, needs_api_key](const httplib::Request& req, httplib::Response& res) {
+    const ApiFlavor flavor = flavor_of(req);
+    try {
+      if (needs_api_key && !authorized(req.get_header_value("Authorization"), req.get_header_value("x-api-key")))
+        throw ApiError(401, "invalid_request_error",
+                       "Invalid or missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'", "",
+                       "invalid_api_key");
+      handler(req, res);
+    } catch (const ApiError& e) {
+      write_error(res, e, flavor);
+    } catch (const std::exception& e) {
+      write_error(res, ApiError(500, "server_error", fmt::format("Internal error: {}", e.what())), flavor);
+    }
+    metrics_.request_done(path, res.status < 0 ? 200 : res.status);
+  };
+  if (method == "GET")
+    http_->Get(path, h);
+  else if (method == "POST")
+    http_->Post(path, h);
+  else
+    throw std::invalid_argument("add_endpoint: method " + method);
+}
+
 void ApiServer::bind() {
   if (opt_.port == 0) {
     port_ = http_->bind_to_any_port(opt_.host);
@@ -203,13 +228,14 @@ extern "C" void on_stop_signal(int sig) {
 }
 }  // namespace
 
-int serve_until_signal(ApiServer& server, const ServerOptions& opt, bool json_output) {
+int serve_until_signal(ApiServer& server, const ServerOptions& opt, bool json_output, const ServeHooks& hooks) {
   std::signal(SIGPIPE, SIG_IGN);  // a client that vanishes mid-write is handled, not fatal
   server.bind();
+  nlohmann::json extra = hooks.on_listening ? hooks.on_listening(server.port()) : nlohmann::json::object();
   if (pipe(g_signal_pipe) != 0) throw std::runtime_error("cannot create the signal pipe");
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
-  std::thread watcher([&server] {
+  std::thread watcher([&server, &hooks] {
     unsigned char s = 0;
     while (read(g_signal_pipe[0], &s, 1) < 0 && errno == EINTR) {
     }
@@ -218,17 +244,21 @@ int serve_until_signal(ApiServer& server, const ServerOptions& opt, bool json_ou
       pollfd p{g_signal_pipe[0], POLLIN, 0};
       return poll(&p, 1, 50) > 0;
     };
-    if (s != 0) std::fprintf(stderr, "llmesh serve: stopping; finishing running requests (signal again to stop now)\n");
+    if (s != 0)
+      std::fprintf(stderr, "llmesh %s: stopping; finishing running requests (signal again to stop now)\n",
+                   hooks.command.c_str());
+    if (hooks.on_stopping) hooks.on_stopping();
     server.drain_and_stop(std::chrono::steady_clock::now() + std::chrono::seconds(s == 0 ? 0 : 60), second_signal);
   });
   const std::string url = fmt::format("http://{}:{}/v1", opt.host.find(':') != std::string::npos
                                                              ? "[" + opt.host + "]" : opt.host, server.port());
   if (json_output) {
-    std::printf("%s\n", dump_json(nlohmann::json{{"event", "listening"}, {"host", opt.host}, {"port", server.port()},
-                                                 {"url", url}}).c_str());
+    nlohmann::json line{{"event", "listening"}, {"host", opt.host}, {"port", server.port()}, {"url", url}};
+    if (extra.is_object()) line.update(extra);
+    std::printf("%s\n", dump_json(line).c_str());
   } else {
-    std::printf("llmesh serve: listening on %s (OpenAI: %s/chat/completions, Anthropic: %s/messages)\n",
-                url.c_str(), url.c_str(), url.c_str());
+    std::printf("llmesh %s: listening on %s (OpenAI: %s/chat/completions, Anthropic: %s/messages)\n",
+                hooks.command.c_str(), url.c_str(), url.c_str(), url.c_str());
   }
   std::fflush(stdout);
   server.run();

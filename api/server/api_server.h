@@ -41,6 +41,13 @@ class ApiServer {
 
   Metrics& metrics() { return metrics_; }
 
+  // More endpoints on the same server (the mesh's /mesh/*). Register before run(). An ApiError
+  // thrown by the handler is answered in the API's error shape; with needs_api_key the API key
+  // (if the server has one) is checked first, like every /v1 endpoint.
+  using ExtraHandler = std::function<void(const httplib::Request&, httplib::Response&)>;
+  void add_endpoint(const std::string& method, const std::string& path, ExtraHandler handler,
+                    bool needs_api_key = true);
+
  private:
   void routes();
   bool route(const httplib::Request& req, httplib::Response& res, ApiFlavor flavor);
@@ -64,6 +71,13 @@ namespace llmesh::api {
 
 // Binds, prints where it listens (one JSON line with --json, else a human line), and serves
 // until SIGINT/SIGTERM. Returns the process exit code.
-int serve_until_signal(ApiServer& server, const ServerOptions& opt, bool json_output);
+struct ServeHooks {
+  // After bind, before the listening line: extra fields for the JSON line (and its own lines).
+  std::function<nlohmann::json(int port)> on_listening;
+  // The first stop signal arrived: before running requests are drained.
+  std::function<void()> on_stopping;
+  std::string command = "serve";  // names the command in the lines it prints
+};
+int serve_until_signal(ApiServer& server, const ServerOptions& opt, bool json_output, const ServeHooks& hooks = {});
 
 }  // namespace llmesh::api

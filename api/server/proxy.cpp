@@ -182,15 +182,18 @@ void proxy_request(const ApiContext& ctx, ModelRouter& router, const std::string
         std::string chunk;
         // The upstream ends the exchange; a client that goes away cancels it (and with it the
         // generation on the far node, whose own connection watch sees the upstream close).
-        std::atomic<bool> reading{true};
+        std::mutex m;
+        std::condition_variable cv;
+        bool reading = true;
         std::thread guard([&] {
+          std::unique_lock<std::mutex> l(m);
           while (reading) {
             if (watch->closed()) {
               up->cancel();
               ctx.metrics.disconnect();
               return;
             }
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            cv.wait_for(l, std::chrono::milliseconds(50));
           }
         });
         while (up->read(chunk)) {
@@ -199,7 +202,11 @@ void proxy_request(const ApiContext& ctx, ModelRouter& router, const std::string
             break;
           }
         }
-        reading = false;
+        {
+          std::lock_guard<std::mutex> l(m);
+          reading = false;
+        }
+        cv.notify_all();
         guard.join();
         sink.done();
         return true;

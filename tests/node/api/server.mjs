@@ -63,7 +63,7 @@ export async function startServer(binary, args, { timeoutMs = 30000 } = {}) {
 
 // `llmesh serve` on the real stories260K model.
 export function startStories(extra = []) {
-  return startServer('llmesh', ['serve', '-m', modelPath('stories260K-f32.gguf'), '-c', '256', '--parallel', '2', ...extra]);
+  return startServer('llmesh', ['serve', '-m', modelPath('stories260K-f32.gguf'), '--no-mesh', '-c', '256', '--parallel', '2', ...extra]);
 }
 
 export const defaultRules = [

@@ -1,0 +1,163 @@
+// llmesh invite / llmesh status: talk to the running node of this machine (found through
+// $LLMESH_HOME/node.json) over its local API.
+#include <httplib.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/mesh_runtime.h"
+#include "identity/node_identity.h"
+#include "invite/invite_token.h"
+
+namespace llmesh::cli {
+namespace {
+
+using nlohmann::json;
+
+json call_node(const NodeControl& n, const std::string& method, const std::string& path, const json& body,
+               const std::string& api_key) {
+  httplib::Client cli(n.host, n.port);
+  cli.set_connection_timeout(3);
+  cli.set_read_timeout(15);
+  httplib::Headers h{{"X-Llmesh-Control", n.control_key}};
+  if (!api_key.empty()) h.emplace("Authorization", "Bearer " + api_key);
+  auto res = method == "GET" ? cli.Get(path, h) : cli.Post(path, h, body.dump(), "application/json");
+  if (!res)
+    throw std::runtime_error(fmt::format("cannot reach the node's API at {}:{} ({}): is it still running?", n.host,
+                                         n.port, httplib::to_string(res.error())));
+  json j = json::parse(res->body, nullptr, false);
+  if (res->status != 200) {
+    std::string msg = j.is_object() && j.contains("error") && j["error"].is_object()
+                          ? j["error"].value("message", res->body)
+                          : res->body;
+    throw std::runtime_error(fmt::format("the node answered {}: {}", res->status, msg));
+  }
+  if (!j.is_object()) throw std::runtime_error("the node answered something that is not JSON");
+  return j;
+}
+
+struct InviteOptions {
+  std::string expires = "never";
+  bool rotate = false;
+  size_t max_nodes = 8;
+  bool json = false;
+};
+
+int run_invite(const InviteOptions& o) {
+  std::string err;
+  auto secs = invite::parse_duration(o.expires, &err);
+  if (!secs) throw std::runtime_error("--expires: " + err);
+  NodeControl n = find_running_node(mesh::default_home());
+  json r = call_node(n, "POST", "/mesh/invite",
+                     {{"expires_in", *secs}, {"rotate", o.rotate}, {"max_nodes", o.max_nodes}}, "");
+  if (o.json) {
+    std::printf("%s\n", r.dump().c_str());
+    return 0;
+  }
+  if (r.value("rotated", false))
+    std::fprintf(stderr, "rotated the mesh secret: now epoch %d; every older token stops working\n",
+                 r.value("epoch", 0));
+  std::fprintf(stderr, "mesh %s (epoch %d, fingerprint %s), expires %s, %zu seed node(s):\n",
+               r.value("mesh_id", "").substr(0, 8).c_str(), r.value("epoch", 0),
+               r.value("fingerprint", "").c_str(), r.value("expires_utc", "never").c_str(), r["nodes"].size());
+  for (auto& s : r["nodes"])
+    std::fprintf(stderr, "  %s  %s\n", s.value("address", "").c_str(), s.value("node_id", "").substr(0, 12).c_str());
+  std::fprintf(stderr, "The token carries the mesh secret: share it only with people you let in.\n"
+                       "They run: llmesh serve -m MODEL.gguf --join TOKEN   or   llmesh client --join TOKEN\n");
+  std::printf("%s\n", r.value("token", "").c_str());
+  return 0;
+}
+
+struct StatusOptions {
+  bool json = false;
+  std::string api;  // host:port; default from node.json
+  std::string api_key;
+};
+
+std::string fmt_bytes(uint64_t b) {
+  if (b == 0) return "-";
+  return fmt::format("{:.1f}G", static_cast<double>(b) / (1u << 30));
+}
+
+int run_status(StatusOptions& o) {
+  if (o.api_key.empty())
+    if (const char* k = std::getenv("LLMESH_API_KEY")) o.api_key = k;
+  NodeControl n;
+  if (!o.api.empty()) {
+    auto hp = mesh::split_host_port(o.api);
+    if (!hp) throw std::runtime_error("--api must be HOST:PORT, got '" + o.api + "'");
+    n.host = hp->first;
+    n.port = hp->second;
+  } else {
+    n = find_running_node(mesh::default_home());
+  }
+  json s = call_node(n, "GET", "/mesh/status", json::object(), o.api_key);
+  if (o.json) {
+    std::printf("%s\n", s.dump(2).c_str());
+    return 0;
+  }
+  const auto& m = s["mesh"];
+  std::printf("mesh %s  epoch %d  fingerprint %s  %d alive of %d\n", m.value("id", "").substr(0, 8).c_str(),
+              m.value("epoch", 0), m.value("fingerprint", "").c_str(), m.value("alive", 0), m.value("members", 0));
+  std::printf("%-13s %-6s %-8s %-21s %-21s %-28s %-7s %-6s %-5s %s\n", "NODE", "ROLE", "STATUS", "MESH", "API",
+              "MODELS", "LOAD", "RTT", "CORES", "RAM free/total");
+  for (const auto& row : s["members"]) {
+    std::string id = row.value("id", "").substr(0, 12) + (row.value("self", false) ? "*" : "");
+    json st = row.contains("state") ? row["state"] : json::object();
+    std::string models;
+    if (st.contains("models"))
+      for (auto& md : st["models"]) {
+        if (!models.empty()) models += ",";
+        models += md.value("name", "?");
+        if (md.contains("loaded") && md["loaded"].is_object())
+          models += fmt::format(" [{}-{})", md["loaded"].value("first", 0), md["loaded"].value("last", 0));
+      }
+    std::string load = "-";
+    if (st.contains("load"))
+      load = fmt::format("{}+{}/{}", st["load"].value("active_requests", 0), st["load"].value("queued", 0),
+                         st["load"].value("parallel_slots", 0));
+    std::string rtt = row.contains("rtt_ms") ? fmt::format("{:.1f}ms", row["rtt_ms"].get<double>()) : "-";
+    json hw = st.contains("hardware") ? st["hardware"] : json::object();
+    std::printf("%-13s %-6s %-8s %-21s %-21s %-28s %-7s %-6s %-5d %s/%s\n", id.c_str(), st.value("role", "?").c_str(),
+                row.value("status", "?").c_str(), st.value("mesh_address", "-").c_str(),
+                st.value("api_address", "-").c_str(), models.empty() ? "-" : models.c_str(), load.c_str(), rtt.c_str(),
+                hw.value("cores", 0), fmt_bytes(hw.value("free_ram_bytes", uint64_t{0})).c_str(),
+                fmt_bytes(hw.value("ram_bytes", uint64_t{0})).c_str());
+  }
+  const auto& g = s["gossip"];
+  std::printf("gossip: %.0f bytes/s sent by this node (%llu sent, %llu received)\n",
+              g.value("bytes_sent_per_s", 0.0), static_cast<unsigned long long>(g.value("bytes_sent", uint64_t{0})),
+              static_cast<unsigned long long>(g.value("bytes_received", uint64_t{0})));
+  return 0;
+}
+
+}  // namespace
+
+Runner add_invite(CLI::App& app) {
+  auto o = std::make_shared<InviteOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "invite", "Print an invite token for this machine's running node's mesh (it carries the mesh secret)");
+  sub->add_option("--expires", o->expires, "How long the token works: never, or e.g. 30m, 12h, 7d, 1d12h")
+      ->capture_default_str();
+  sub->add_flag("--rotate", o->rotate,
+                "Draw a new mesh secret first: every older token stops working; current members get the new one");
+  sub->add_option("--max-nodes", o->max_nodes, "Seed nodes named in the token")->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  sub->add_flag("--json", o->json, "Print the token and its details as one JSON object");
+  return [o] { return run_invite(*o); };
+}
+
+Runner add_status(CLI::App& app) {
+  auto o = std::make_shared<StatusOptions>();
+  CLI::App* sub = app.add_subcommand("status", "Show the mesh as this machine's running node sees it");
+  sub->add_flag("--json", o->json, "Everything the node knows, as JSON");
+  sub->add_option("--api", o->api, "HOST:PORT of a node's API (default: this machine's node, from node.json)");
+  sub->add_option("--api-key", o->api_key, "The node's API key, if it has one; also LLMESH_API_KEY");
+  return [o] { return run_status(*o); };
+}
+
+}  // namespace llmesh::cli

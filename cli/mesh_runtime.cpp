@@ -1,0 +1,389 @@
+#include "cli/mesh_runtime.h"
+
+#include <httplib.h>
+#include <signal.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "hardware/hardware_probe.h"
+#include "identity/private_file.h"
+#include "invite/invite_token.h"
+#include "invite/mesh_secret.h"
+#include "routing/request_format.h"
+#include "server/api_error.h"
+
+namespace llmesh::cli {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kNodeFile = "node.json";
+constexpr auto kRefreshInterval = std::chrono::milliseconds(1000);
+
+std::string random_hex(size_t bytes) {
+  std::vector<uint8_t> b(bytes);
+  randombytes_buf(b.data(), b.size());
+  return invite::to_hex(b);
+}
+
+bool is_wildcard(const std::string& h) { return h.empty() || h == "0.0.0.0" || h == "::"; }
+
+// The host other nodes' tools can use to reach this API from this machine.
+std::string local_api_host(const std::string& listen) {
+  if (is_wildcard(listen)) return "127.0.0.1";
+  return listen;
+}
+
+}  // namespace
+
+void add_mesh_options(CLI::App* sub, MeshCliOptions& o, bool client) {
+  auto* join = sub->add_option("--join", o.join,
+                               client ? "Invite token of the mesh to use (from `llmesh invite` on a member); also LLMESH_JOIN"
+                                      : "Join the mesh of this invite token (from `llmesh invite` on a member); "
+                                        "also LLMESH_JOIN. Without it: the mesh saved in $LLMESH_HOME, or a new one");
+  join->group("Mesh");
+  if (!client)
+    sub->add_flag("--no-mesh", o.no_mesh, "Serve alone: no mesh transport, no gossip, no routing")->group("Mesh");
+  if (client) o.mesh_port = 0;
+  sub->add_option_function<int>(
+         "--mesh-port",
+         [&o](const int& p) {
+           o.mesh_port = p;
+           o.mesh_port_given = true;
+         },
+         client ? "TCP port of the mesh transport (default 0: any free port)"
+                : "TCP port of the mesh transport (default 7411, or any free port when 7411 is taken; 0: any)")
+      ->check(CLI::Range(0, 65535))
+      ->group("Mesh");
+  sub->add_option("--mesh-listen", o.mesh_listen, "Address the mesh transport listens on")
+      ->capture_default_str()
+      ->group("Mesh");
+  sub->add_option("--advertise", o.advertise,
+                  "HOST or HOST:PORT other nodes dial to reach this one (default: the listen address, or this "
+                  "machine's first non-loopback IPv4)")
+      ->group("Mesh");
+  sub->add_option("--join-timeout", o.join_timeout_s, "Seconds to wait for the mesh when joining")
+      ->check(CLI::Range(1, 600))
+      ->capture_default_str()
+      ->group("Mesh");
+}
+
+MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
+    : opt_(opt), local_(std::move(local)), quiet_(quiet), home_(mesh::default_home()) {
+  if (opt_.join.empty())
+    if (const char* j = std::getenv("LLMESH_JOIN")) opt_.join = j;
+  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+
+  const fs::path secret_path = home_ / "mesh.json";
+  invite::MeshSecret secret;
+  int64_t token_expires = 0;
+  if (!opt_.join.empty()) {
+    auto d = invite::decode_invite(opt_.join);
+    if (!d.ok())
+      throw std::runtime_error("--join: " + d.error + " (" + invite::invite_error_name(d.code) + ", token " +
+                               invite::redact_token(opt_.join) + ")");
+    secret = d.invite->mesh;
+    token_expires = d.invite->expires;
+    seeds_ = d.invite->nodes;
+    auto saved = invite::try_load_mesh_secret(secret_path);
+    if (!saved || !(*saved == secret)) {
+      if (saved && saved->mesh_id != secret.mesh_id && !quiet_)
+        std::fprintf(stderr, "llmesh: leaving mesh %s for mesh %s (the token's); %s is replaced\n",
+                     saved->mesh_id_hex().substr(0, 8).c_str(), secret.mesh_id_hex().substr(0, 8).c_str(),
+                     secret_path.c_str());
+      invite::save_mesh_secret(secret, secret_path);
+    }
+  } else if (auto saved = invite::try_load_mesh_secret(secret_path)) {
+    secret = *saved;
+  } else {
+    secret = invite::MeshSecret::create();
+    invite::save_mesh_secret(secret, secret_path);
+    if (!quiet_)
+      std::fprintf(stderr, "llmesh: created a new private mesh %s (secret in %s); `llmesh invite` prints a token\n",
+                   secret.mesh_id_hex().substr(0, 8).c_str(), secret_path.c_str());
+  }
+
+  mesh::MeshNodeOptions mo;
+  mo.listen_host = opt_.mesh_listen;
+  mo.listen_port = static_cast<uint16_t>(opt_.mesh_port);
+  mo.advertise = opt_.advertise;
+  mo.secret_path = secret_path;
+  mo.peers_path = home_ / "peers.json";
+  mo.token_expires = token_expires;
+  mo.transport.software_version = std::string("llmesh/") + LLMESH_VERSION;
+  if (quiet_) mo.log = [](const std::string& line) {
+    // Quiet: only what a user must see (refusals, rotations, deaths).
+    if (line.find("refused") != std::string::npos || line.find("rotated") != std::string::npos ||
+        line.find(" dead") != std::string::npos)
+      std::fprintf(stderr, "%s\n", line.c_str());
+  };
+  else mo.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+
+  gossip::NodeState s = load_state();
+  auto identity = mesh::NodeIdentity::load_or_create(home_);
+  node_ = std::make_unique<mesh::MeshNode>(identity, secret, mo, s);
+  try {
+    node_->start();
+  } catch (const std::runtime_error& e) {
+    if (opt_.mesh_port_given || mo.listen_port == 0) throw;
+    // Another node on this machine holds the default port: any free one works as well, since
+    // the port travels in gossip and invites.
+    node_.reset();
+    mo.listen_port = 0;
+    node_ = std::make_unique<mesh::MeshNode>(identity, secret, mo, s);
+    node_->start();
+    if (!quiet_)
+      std::fprintf(stderr, "llmesh: mesh port %d is taken (%s); using %s\n", opt_.mesh_port, e.what(),
+                   node_->mesh_address().c_str());
+  }
+  if (seeds_.empty()) seeds_ = node_->saved_peers();
+
+  router_ = std::make_unique<mesh::MeshRouter>(node_->transport(), [this] {
+    std::vector<mesh::RouteTarget> out;
+    for (auto& v : node_->members()) {
+      if (v.self || !v.id || !v.member.has_state) continue;
+      if (v.member.status != gossip::MemberStatus::alive) continue;
+      if (v.member.state.role != gossip::Role::server) continue;
+      out.push_back({*v.id, v.member.state, v.rtt});
+    }
+    return out;
+  });
+}
+
+MeshRuntime::~MeshRuntime() {
+  stopping_ = true;
+  if (refresher_.joinable()) refresher_.join();
+  if (forward_) forward_->stop();
+  if (node_) node_->stop();
+  // node.json names a running node: remove ours (another run may have replaced it).
+  std::error_code ec;
+  fs::path f = home_ / kNodeFile;
+  std::ifstream in(f);
+  if (in) {
+    std::stringstream ss;
+    ss << in.rdbuf();
+    json j = json::parse(ss.str(), nullptr, false);
+    if (j.is_object() && j.value("pid", -1) == static_cast<int>(::getpid())) fs::remove(f, ec);
+  }
+}
+
+gossip::NodeState MeshRuntime::load_state() const {
+  gossip::NodeState s = node_ ? node_->state() : gossip::NodeState{};
+  s.role = local_.role;
+  s.software_version = std::string("llmesh/") + LLMESH_VERSION;
+  if (local_.model) {
+    const auto* m = local_.model;
+    gossip::ModelInfo info;
+    info.name = m->id;
+    info.aliases = m->aliases;
+    info.context_length = static_cast<uint32_t>(m->n_ctx());
+    info.created = m->created;
+    int layers = m->info.is_object() && m->info.contains("n_layer") ? m->info["n_layer"].get<int>() : 0;
+    info.total_layers = static_cast<uint32_t>(layers);
+    info.loaded = {0, info.total_layers};
+    info.on_disk = {info.loaded};
+    s.models = {info};
+    SchedulerStats st = m->scheduler->stats();
+    s.load.active_requests = static_cast<uint32_t>(st.active);
+    s.load.queued = static_cast<uint32_t>(st.queued);
+    s.load.parallel_slots = static_cast<uint32_t>(st.n_parallel);
+  }
+  return s;
+}
+
+void MeshRuntime::add_endpoints(api::ApiServer& server) {
+  control_key_ = random_hex(32);
+  auto control_ok = [this](const httplib::Request& req) {
+    const std::string k = req.get_header_value("X-Llmesh-Control");
+    return !k.empty() && invite::constant_time_equal(
+                             std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(k.data()), k.size()),
+                             std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(control_key_.data()),
+                                                      control_key_.size()));
+  };
+  server.add_endpoint("GET", "/mesh/status", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(node_->status_json().dump(), "application/json");
+  });
+  // Invites carry the mesh secret: only a caller that can read this node's node.json (its own
+  // user on this machine) gets one.
+  server.add_endpoint(
+      "POST", "/mesh/invite",
+      [this, control_ok](const httplib::Request& req, httplib::Response& res) {
+        if (!control_ok(req))
+          throw api::ApiError(403, "permission_error",
+                              "Invites need this node's control key (X-Llmesh-Control, from $LLMESH_HOME/node.json): "
+                              "run `llmesh invite` on the node's machine as its user");
+        json body = req.body.empty() ? json::object() : json::parse(req.body, nullptr, false);
+        if (!body.is_object()) throw api::ApiError(400, "invalid_request_error", "The body must be a JSON object");
+        int64_t expires_in = body.value("expires_in", int64_t{0});
+        if (expires_in < 0) throw api::ApiError(400, "invalid_request_error", "'expires_in' must be >= 0", "expires_in");
+        size_t max_nodes = body.value("max_nodes", size_t{8});
+        if (max_nodes < 1 || max_nodes > invite::kMaxInviteNodes)
+          throw api::ApiError(400, "invalid_request_error", "'max_nodes' must be 1..64", "max_nodes");
+        bool rotated = false;
+        if (body.value("rotate", false)) {
+          node_->rotate_secret();
+          rotated = true;
+        }
+        int64_t expires = invite::expiry_after(expires_in);
+        std::string token = node_->invite(expires, max_nodes);
+        auto d = invite::decode_invite(token);
+        json nodes = json::array();
+        for (auto& n : d.invite->nodes) nodes.push_back({{"address", n.address}, {"node_id", invite::to_hex(n.node_id)}});
+        auto secret = node_->secret();
+        res.set_content(json{{"token", token},
+                             {"expires", expires},
+                             {"expires_utc", expires ? invite::format_utc(expires) : "never"},
+                             {"mesh_id", secret.mesh_id_hex()},
+                             {"epoch", secret.epoch},
+                             {"fingerprint", secret.fingerprint()},
+                             {"rotated", rotated},
+                             {"nodes", nodes}}
+                            .dump(),
+                        "application/json");
+      },
+      /*needs_api_key=*/false);
+}
+
+json MeshRuntime::on_listening(int api_port) {
+  const std::string api_host = local_api_host(local_.api_host);
+  mesh::ForwardServerOptions fo;
+  fo.host = api_host;
+  fo.port = api_port;
+  fo.api_key = local_.api_key;
+  fo.log = [q = quiet_](const std::string& line) {
+    if (!q) std::fprintf(stderr, "%s\n", line.c_str());
+  };
+  if (local_.model) {
+    forward_ = std::make_unique<mesh::ForwardServer>(fo);
+    node_->set_stream_handler([this](std::shared_ptr<mesh::Stream> s) {
+      if (mesh::routing::stream_type(s->header()) == "http")
+        forward_->accept(std::move(s));
+      else
+        s->reset(mesh::ResetCode::NO_HANDLER);
+    });
+  }
+  const std::string adv_host = mesh::split_host_port(node_->mesh_address())->first;
+  node_->update_state([&](gossip::NodeState& s) {
+    s.api_address = (is_wildcard(local_.api_host) ? adv_host : local_.api_host) + ":" + std::to_string(api_port);
+  });
+
+  json node_file = {{"version", 1},
+                    {"pid", static_cast<int>(::getpid())},
+                    {"api", api_host + ":" + std::to_string(api_port)},
+                    {"node_id", node_->id().hex()},
+                    {"mesh_address", node_->mesh_address()},
+                    {"control_key", control_key_}};
+  mesh::write_private_file(home_ / kNodeFile, node_file.dump(2) + "\n");
+
+  json out = {{"node_id", node_->id().hex()}, {"mesh_address", node_->mesh_address()}};
+  if (!seeds_.empty()) {
+    auto r = node_->join(seeds_, std::chrono::seconds(opt_.join_timeout_s));
+    out["joined"] = r.ok;
+    out["join_ms"] = r.took.count();
+    out["members"] = r.members;
+    if (r.ok) {
+      if (!quiet_)
+        std::fprintf(stderr, "llmesh: joined the mesh in %lld ms: %zu members known\n",
+                     static_cast<long long>(r.took.count()), r.members);
+    } else if (!opt_.join.empty()) {
+      // A token that cannot work (refused, rotated out) is an error the user must see.
+      bool refused = r.error.find("refused") != std::string::npos;
+      std::fprintf(stderr, "llmesh: could not join the mesh: %s%s\n", r.error.c_str(),
+                   refused ? "" : " (still trying in the background)");
+      out["join_error"] = r.error;
+      if (refused && r.reached == 0) throw std::runtime_error("not admitted to the mesh: " + r.error);
+    } else if (!quiet_) {
+      std::fprintf(stderr, "llmesh: none of the %zu saved peers answered yet (%s); waiting for others to join\n",
+                   seeds_.size(), r.error.c_str());
+    }
+  } else if (!quiet_) {
+    std::fprintf(stderr, "llmesh: mesh node %s at %s; invite others with `llmesh invite`\n",
+                 node_->id().short_hex().c_str(), node_->mesh_address().c_str());
+  }
+  refresher_ = std::thread([this] { refresh_state_loop(); });
+  return out;
+}
+
+// Load and free memory change all the time; they are spread when they change in a way that
+// matters for routing (requests running or waiting) and at most every few seconds otherwise.
+void MeshRuntime::refresh_state_loop() {
+  auto hw_at = std::chrono::steady_clock::now() - std::chrono::hours(1);
+  double gflops = -1;  // measured once: it costs ~150 ms of every core
+  uint64_t last_generated = 0;
+  auto last_t = std::chrono::steady_clock::now();
+  while (!stopping_) {
+    for (int i = 0; i < 10 && !stopping_; ++i) std::this_thread::sleep_for(kRefreshInterval / 10);
+    if (stopping_) break;
+    auto now = std::chrono::steady_clock::now();
+    gossip::NodeState fresh = load_state();
+    double tps = 0;
+    if (local_.model) {
+      uint64_t g = local_.model->scheduler->stats().generated_tokens;
+      double dt = std::chrono::duration<double>(now - last_t).count();
+      tps = dt > 0 && last_generated ? static_cast<double>(g - last_generated) / dt : 0;
+      last_generated = g;
+      last_t = now;
+    }
+    std::optional<gossip::Hardware> hw;
+    if (now - hw_at > std::chrono::seconds(60)) {
+      hw_at = now;
+      bool measure = gflops < 0 && local_.model;
+      HardwareInfo h = probe_hardware(local_.threads, measure);
+      if (measure) gflops = h.matmul_gflops;
+      gossip::Hardware g;
+      g.cores = h.cores;
+      g.ram_bytes = h.ram_bytes;
+      g.free_ram_bytes = h.free_ram_bytes >> 26 << 26;  // 64 MiB steps: no chatter
+      g.matmul_gflops = std::round(std::max(gflops, 0.0) * 10) / 10;
+      g.accelerator = h.accelerator;
+      hw = g;
+    }
+    node_->update_state([&](gossip::NodeState& s) {
+      s.models = fresh.models;
+      s.load.active_requests = fresh.load.active_requests;
+      s.load.queued = fresh.load.queued;
+      s.load.parallel_slots = fresh.load.parallel_slots;
+      // Throughput in coarse steps, so a busy node does not re-send its record every second.
+      double rounded = tps < 1 ? 0 : std::pow(2.0, std::round(std::log2(tps) * 2) / 2);
+      s.load.tokens_per_second = std::round(rounded * 10) / 10;
+      if (hw) s.hardware = *hw;
+    });
+  }
+}
+
+void MeshRuntime::on_stopping() {
+  stopping_ = true;
+  if (node_) node_->begin_leave(std::chrono::milliseconds(1000));
+}
+
+NodeControl find_running_node(const fs::path& home) {
+  fs::path f = home / kNodeFile;
+  std::ifstream in(f);
+  if (!in)
+    throw std::runtime_error("no running llmesh node for " + home.string() +
+                             " (no node.json): start one with `llmesh serve -m MODEL` or `llmesh client --join TOKEN`, "
+                             "or set LLMESH_HOME to the node's home");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j = json::parse(ss.str(), nullptr, false);
+  if (!j.is_object() || !j.contains("api") || !j["api"].is_string() || !j.contains("control_key"))
+    throw std::runtime_error(f.string() + " is damaged: restart the node");
+  int pid = j.value("pid", 0);
+  if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH)
+    throw std::runtime_error("the node that wrote " + f.string() + " (pid " + std::to_string(pid) +
+                             ") is not running: start it again");
+  auto hp = mesh::split_host_port(j["api"].get<std::string>());
+  if (!hp) throw std::runtime_error(f.string() + " names no usable API address");
+  return {hp->first, hp->second, j.value("control_key", std::string()), j.value("node_id", std::string())};
+}
+
+}  // namespace llmesh::cli

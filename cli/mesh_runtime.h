@@ -1,0 +1,91 @@
+// The mesh side of `llmesh serve` and `llmesh client`: options, joining with an invite token
+// (or through the peers saved by the last run), the gossip record of what this node serves and
+// how busy it is, request routing to other nodes, serving their forwarded requests, and the
+// node's local control file ($LLMESH_HOME/node.json) that `llmesh invite` and `llmesh status`
+// read to find it.
+#pragma once
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "gossip/node_state.h"
+#include "node/mesh_node.h"
+#include "routing/forward_server.h"
+#include "routing/mesh_router.h"
+#include "scheduler/scheduler.h"
+#include "server/api_server.h"
+
+namespace llmesh::cli {
+
+struct MeshCliOptions {
+  std::string join;            // invite token (also LLMESH_JOIN)
+  bool no_mesh = false;
+  int mesh_port = 7411;
+  bool mesh_port_given = false;  // --mesh-port on the command line: no fallback when it is taken
+  std::string mesh_listen = "0.0.0.0";
+  std::string advertise;       // host or host:port others dial
+  int join_timeout_s = 20;
+};
+void add_mesh_options(CLI::App* sub, MeshCliOptions& o, bool client);
+
+// What this node contributes, for its gossip record.
+struct LocalNode {
+  gossip::Role role = gossip::Role::server;
+  const api::ServedModel* model = nullptr;  // null: a client
+  int threads = 1;
+  std::string api_key;
+  std::string api_host;  // where the API listens
+};
+
+class MeshRuntime {
+ public:
+  // Loads or creates the identity and the mesh secret (a token's secret replaces the saved one),
+  // starts the node. Joining happens in on_listening(), once the API is up.
+  MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet);
+  ~MeshRuntime();
+
+  api::ModelRouter* router() { return router_.get(); }
+  // Registers /mesh/status and /mesh/invite on the API server.
+  void add_endpoints(api::ApiServer& server);
+  // The API is bound on `api_port`: start forwarding, join, write node.json. Returns fields for
+  // the listening line.
+  nlohmann::json on_listening(int api_port);
+  // Stop signal: announce the leave (routing to this node stops), keep connections for the drain.
+  void on_stopping();
+
+  mesh::MeshNode& node() { return *node_; }
+
+ private:
+  void refresh_state_loop();
+  gossip::NodeState load_state() const;
+
+  MeshCliOptions opt_;
+  LocalNode local_;
+  bool quiet_;
+  std::filesystem::path home_;
+  std::unique_ptr<mesh::MeshNode> node_;
+  std::unique_ptr<mesh::MeshRouter> router_;
+  std::unique_ptr<mesh::ForwardServer> forward_;
+  std::string control_key_;
+  std::vector<invite::InviteNode> seeds_;
+  std::atomic<bool> stopping_{false};
+  std::thread refresher_;
+};
+
+// The running node of a home, from its node.json: {"api": "host:port", "control_key": ...}.
+struct NodeControl {
+  std::string host;
+  int port = 0;
+  std::string control_key;
+  std::string node_id;
+};
+// Throws std::runtime_error with a hint when no node is running for that home.
+NodeControl find_running_node(const std::filesystem::path& home);
+
+}  // namespace llmesh::cli
