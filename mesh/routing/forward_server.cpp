@@ -9,6 +9,7 @@ constexpr ResetCode kRefused = ResetCode::REFUSED;
 #include <httplib.h>
 
 #include <cstdio>
+#include <system_error>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -65,14 +66,20 @@ bool ForwardServer::accept(std::shared_ptr<Stream> stream) {
     return false;
   }
   auto ex = std::make_shared<Exchange>();
-  ex->stream = std::move(stream);
-  stats_.accepted++;
-  exchanges_.push_back(ex);
+  ex->stream = stream;
   Exchange* raw = ex.get();
-  ex->thread = std::thread([this, raw] {
-    run(*raw);
-    raw->done = true;
-  });
+  try {
+    ex->thread = std::thread([this, raw] {
+      run(*raw);
+      raw->done = true;
+    });
+  } catch (const std::system_error&) {  // no thread to be had
+    stats_.refused++;
+    stream->reset(kRefused);
+    return false;
+  }
+  stats_.accepted++;
+  exchanges_.push_back(std::move(ex));
   return true;
 }
 
@@ -85,8 +92,8 @@ void ForwardServer::run(Exchange& ex) {
   };
   auto refuse = [&](const std::string& why) {
     log(fmt::format("refused a request from {}: {}", who, why));
-    s.reset(static_cast<ResetCode>(routing::kResetBadRequest));
     count(&Stats::bad_request);
+    s.reset(static_cast<ResetCode>(routing::kResetBadRequest));
   };
 
   routing::RequestHead head;
@@ -97,27 +104,52 @@ void ForwardServer::run(Exchange& ex) {
     return;
   }
 
+  // Bodies wait in memory until complete: their total is bounded.
+  {
+    std::lock_guard lk(m_);
+    if (body_bytes_ + head.body_length > opt_.max_total_body_bytes) {
+      stats_.refused++;
+      s.reset(kRefused);
+      return;
+    }
+    body_bytes_ += head.body_length;
+  }
+  // Released before the caller hears the end, so a caller's next request finds the room.
+  struct Release {
+    ForwardServer* self;
+    uint64_t n;
+    void now() {
+      std::lock_guard lk(self->m_);
+      self->body_bytes_ -= n;
+      n = 0;
+    }
+    ~Release() { now(); }
+  } release{this, head.body_length};
+
   // The body: exactly head.body_length bytes, then END.
   std::string body;
   for (;;) {
     auto r = s.read(opt_.body_timeout);
     if (r.status == Stream::Status::OK) {
-      if (r.message.size() > routing::kMaxBodyMessage) return refuse("a body message over 1 MiB");
-      if (body.size() + r.message.size() > head.body_length) return refuse("more body than 'n' announced");
+      if (r.message.size() > routing::kMaxBodyMessage) return release.now(), refuse("a body message over 1 MiB");
+      if (body.size() + r.message.size() > head.body_length)
+        return release.now(), refuse("more body than 'n' announced");
       body.append(reinterpret_cast<const char*>(r.message.data()), r.message.size());
       continue;
     }
     if (r.status == Stream::Status::END) {
       if (body.size() != head.body_length)
-        return refuse(fmt::format("the body ended after {} of {} bytes", body.size(), head.body_length));
+        return release.now(), refuse(fmt::format("the body ended after {} of {} bytes", body.size(), head.body_length));
       break;
     }
     if (r.status == Stream::Status::TIMEOUT) {
       log(fmt::format("request from {}: no body within {} ms", who, opt_.body_timeout.count()));
-      s.reset(ResetCode::CANCEL);
+      release.now();
       count(&Stats::failed);
+      s.reset(ResetCode::CANCEL);
       return;
     }
+    release.now();
     count(&Stats::cancelled);  // reset or connection closed
     return;
   }
@@ -156,12 +188,13 @@ void ForwardServer::run(Exchange& ex) {
                    : fmt::format("Path {} is not forwarded by the mesh (only /v1/...)", head.path);
     log(fmt::format("request from {}: {}", who, msg));
     std::string err = error_json(msg, "not_forwardable");
+    count(&Stats::bad_request);
+    release.now();
     if (write_all(routing::encode_response_head({bad_method ? 405u : 404u, "application/json"})) &&
         write_all(bytes_of(err.data(), err.size()))) {
       ex.ended = true;
       s.end();
     }
-    count(&Stats::bad_request);
     return;
   }
 
@@ -170,6 +203,7 @@ void ForwardServer::run(Exchange& ex) {
   cli.set_read_timeout(static_cast<time_t>(opt_.local_read_timeout.count()));
   cli.set_write_timeout(30);
   cli.set_keep_alive(false);
+  cli.set_tcp_nodelay(true);  // headers and body are separate writes: no Nagle wait between them
   httplib::Request r;
   r.method = head.method;
   r.path = head.path;
@@ -211,21 +245,22 @@ void ForwardServer::run(Exchange& ex) {
     ex.waiting_local = false;
   }
 
+  release.now();
   if (ex.cancelled) {
-    if (!s.finished()) s.reset(ex.head_sent ? ResetCode::CANCEL : kRefused);  // stop()
     count(&Stats::cancelled);
+    if (!s.finished()) s.reset(ex.head_sent ? ResetCode::CANCEL : kRefused);  // stop()
     return;
   }
   if (!ok || !ex.head_sent) {
     log(fmt::format("request from {} ({} {}): the local API failed: {}", who, head.method, head.path,
                     ok ? "no answer" : httplib::to_string(err)));
-    s.reset(ex.head_sent ? ResetCode::CANCEL : static_cast<ResetCode>(routing::kResetLocalUnavailable));
     count(&Stats::failed);
+    s.reset(ex.head_sent ? ResetCode::CANCEL : static_cast<ResetCode>(routing::kResetLocalUnavailable));
     return;
   }
+  count(&Stats::completed);  // counted before the caller hears the end
   ex.ended = true;
   s.end();
-  count(&Stats::completed);
 }
 
 void ForwardServer::monitor() {
@@ -287,6 +322,7 @@ ForwardServer::Stats ForwardServer::stats() const {
   std::lock_guard lk(m_);
   Stats s = stats_;
   s.active = exchanges_.size();
+  s.body_bytes = body_bytes_;
   return s;
 }
 

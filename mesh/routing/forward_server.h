@@ -31,6 +31,7 @@ struct ForwardServerOptions {
   std::string api_key;             // sent as "Authorization: Bearer KEY" when set
   size_t max_concurrent = 256;     // streams served at once; more are reset REFUSED
   uint64_t max_body_bytes = 32u << 20;  // larger announced bodies are refused (0x100)
+  uint64_t max_total_body_bytes = 256u << 20;  // announced bodies held at once; beyond: REFUSED
   std::chrono::milliseconds body_timeout{30000};       // longest wait for each body message
   std::chrono::milliseconds interim_interval{5000};    // "still working" heads before the real one
   std::chrono::milliseconds write_stall_timeout{60000};  // caller not reading for this long: reset
@@ -64,6 +65,7 @@ class ForwardServer {
     uint64_t cancelled = 0;    // the caller reset the stream (or stop())
     uint64_t failed = 0;       // the local API failed
     size_t active = 0;
+    uint64_t body_bytes = 0;   // announced bodies of the running exchanges
   };
   Stats stats() const;
 
@@ -78,6 +80,7 @@ class ForwardServer {
   std::condition_variable cv_;
   std::list<std::shared_ptr<Exchange>> exchanges_;
   bool stopping_ = false;
+  uint64_t body_bytes_ = 0;  // announced bodies of the running exchanges
   bool monitor_exit_ = false;
   Stats stats_;
   std::thread monitor_;
