@@ -78,11 +78,8 @@ export function freePort(host = '127.0.0.1') {
 }
 
 // Runs `llmesh ARGS` to completion (invite, status...) with the given environment.
-export function runLlmesh(args, { env = {}, timeoutMs = 20000, wrap = [] } = {}) {
-  const [cmd, ...pre] = wrap.length ? wrap : [llmeshBin];
-  const r = spawnSync(cmd, [...pre, ...(wrap.length ? [llmeshBin] : []), ...args], {
-    env: { ...process.env, ...env }, encoding: 'utf8', timeout: timeoutMs,
-  });
+export function runLlmesh(args, { env = {}, timeoutMs = 20000 } = {}) {
+  const r = spawnSync(llmeshBin, args, { env: { ...process.env, ...env }, encoding: 'utf8', timeout: timeoutMs });
   return { code: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: r.stderr ?? '', error: r.error };
 }
 
@@ -523,6 +520,32 @@ export class Cluster {
     }
     await node.spawn({ timeoutMs: o.timeoutMs });
     return node;
+  }
+
+  // A whole mesh: `servers` serve nodes then `clients` client nodes, each joining with a token
+  // from a node already running (a different one each time, servers and clients alike), then
+  // waits until every node sees all of them alive. `server(i)` / `client(i)` give per-node
+  // options (model, name, relay, netns...). Resolves with
+  //   { nodes, servers, clients, startMs (first spawn to last listening), converged }
+  // where converged is waitUntilAllSee's result, timed from the last node's listening line.
+  async startMesh({ servers = 1, clients = 0, server = () => ({}), client = () => ({}), convergeTimeoutMs = 30000,
+    intervalMs = 250 } = {}) {
+    if (servers < 1) throw new Error('startMesh: at least one server starts the mesh');
+    const t0 = now();
+    const nodes = [];
+    for (let i = 0; i < servers + clients; i++) {
+      const join = i === 0 ? undefined : (await nodes[(i * 7) % nodes.length].invite()).token;
+      const node = i < servers
+        ? await this.startServer({ label: `s${i + 1}`, ...server(i), join })
+        : await this.startClient({ label: `c${i - servers + 1}`, ...client(i - servers), join });
+      if (join && !node.joined) throw new Error(`${node.label} did not join: ${node.info.join_error ?? ''}\n${node.tail(10)}`);
+      nodes.push(node);
+    }
+    const last = nodes.at(-1).listeningAt;
+    const n = nodes.length;
+    const converged = await waitUntilAllSee(nodes, (s) => aliveCount(s) === n && s.members.length === n,
+      { timeoutMs: convergeTimeoutMs, start: last, intervalMs, label: `${n} alive` });
+    return { nodes, servers: nodes.slice(0, servers), clients: nodes.slice(servers), startMs: last - t0, converged };
   }
 
   async startRelay(o = {}) {
