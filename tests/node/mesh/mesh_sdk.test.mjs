@@ -146,7 +146,7 @@ const disconnects = async (node) =>
 test('aborting a streamed request midway cancels the far generation; later requests work', cluster.guard(async () => {
   for (const model of MODELS) {
     const server = model === 'storyteller' ? f32 : q8;
-    const [gen0, disc0] = [await generated(server), await disconnects(server)];
+    const disc0 = await disconnects(server);
     const ac = new AbortController();
     const stream = await viaMesh.chat.completions.create(
       chat(model, 'Once upon a time', { max_tokens: 1900, temperature: 1, seed: 7, stream: true }), { signal: ac.signal });
@@ -158,9 +158,11 @@ test('aborting a streamed request midway cancels the far generation; later reque
         break;
       }
     }
+    const abortedAt = Date.now();
     assert.equal(got, 3);
     assert.equal(finish, null);
-    // The serving node sees its (forwarded) client go away and frees the slot.
+    // The serving node sees its (forwarded) client go away (a disconnect is counted only for a
+    // request cut short: a finished one counts none) and frees the slot.
     const deadline = Date.now() + 5000;
     let busy, disc;
     while (Date.now() < deadline) {
@@ -170,9 +172,7 @@ test('aborting a streamed request midway cancels the far generation; later reque
     }
     assert.equal(busy, 0, `${server.label} still generating 5 s after the abort`);
     assert.equal(disc, disc0 + 1, `${server.label} saw the request cancelled`);
-    const made = await generated(server) - gen0;
-    assert.ok(made < 1900, `${server.label} generated ${made} tokens for the aborted request`);
-    console.log(`${server.label}: ${made} tokens generated before the abort reached it`);
+    console.log(`${server.label}: slot free ${Date.now() - abortedAt} ms after the abort`);
     // Both models keep answering through the client, streamed and not.
     for (const m of MODELS) {
       const r = await viaMesh.chat.completions.create(chat(m, 'Hello', { max_tokens: 3 }));
@@ -182,5 +182,6 @@ test('aborting a streamed request midway cancels the far generation; later reque
     let n = 0;
     for await (const chunk of s) if (chunk.choices[0]?.delta?.content) n++;
     assert.ok(n > 0);
+    assert.equal(await disconnects(server), disc0 + 1, 'finished forwarded requests count no disconnect');
   }
 }));
