@@ -185,12 +185,14 @@ def measure_gossip(b, size, idle):
     time.sleep(3)  # let the joins' own updates finish spreading
     first = {n.id: (time.monotonic(), n.status()["gossip"]) for n in nodes}
     time.sleep(idle)
-    rates, recv = [], []
+    rates, recv, wire, msgs = [], [], [], []
     for n in nodes:
         t1, g1 = time.monotonic(), n.status()["gossip"]
         t0, g0 = first[n.id]
         rates.append((g1["bytes_sent"] - g0["bytes_sent"]) / (t1 - t0))
         recv.append((g1["bytes_received"] - g0["bytes_received"]) / (t1 - t0))
+        wire.append((g1["wire_bytes_sent_estimate"] - g0["wire_bytes_sent_estimate"]) / (t1 - t0))
+        msgs.append((g1["messages_sent"] - g0["messages_sent"]) / (t1 - t0))
     deaths = sum(1 for n in nodes for s in n.statuses().values() if s != "alive")
     for n in list(b.nodes):
         n.stop()
@@ -199,6 +201,8 @@ def measure_gossip(b, size, idle):
             "bytes_sent_per_s_per_node_median": round(statistics.median(rates), 1),
             "bytes_sent_per_s_per_node_max": round(max(rates), 1),
             "bytes_received_per_s_per_node_median": round(statistics.median(recv), 1),
+            "wire_bytes_sent_per_s_per_node_median": round(statistics.median(wire), 1),
+            "messages_sent_per_s_per_node_median": round(statistics.median(msgs), 2),
             "not_alive_entries": deaths, "idle_s": idle}
 
 

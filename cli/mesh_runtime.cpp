@@ -294,16 +294,19 @@ json MeshRuntime::on_listening(int api_port) {
       if (!quiet_)
         std::fprintf(stderr, "llmesh: joined the mesh in %lld ms: %zu members known\n",
                      static_cast<long long>(r.took.count()), r.members);
-    } else if (!opt_.join.empty()) {
-      // A token that cannot work (refused, rotated out) is an error the user must see.
+    } else {
+      // Every seed that answered refused us (wrong secret, rotated out, another mesh): the
+      // token, or the secret saved by an earlier run, cannot work. Say so and stop.
       bool refused = r.error.find("refused") != std::string::npos;
-      std::fprintf(stderr, "llmesh: could not join the mesh: %s%s\n", r.error.c_str(),
-                   refused ? "" : " (still trying in the background)");
       out["join_error"] = r.error;
-      if (refused && r.reached == 0) throw std::runtime_error("not admitted to the mesh: " + r.error);
-    } else if (!quiet_) {
-      std::fprintf(stderr, "llmesh: none of the %zu saved peers answered yet (%s); waiting for others to join\n",
-                   seeds_.size(), r.error.c_str());
+      if (refused && r.reached == 0)
+        throw std::runtime_error(
+            "not admitted to the mesh: " + r.error +
+            (opt_.join.empty() ? " (this node rejoined with the secret saved in " + (home_ / "mesh.json").string() +
+                                     "; ask a member for a new token: --join TOKEN)"
+                               : ""));
+      std::fprintf(stderr, "llmesh: %s not answered yet (%s); still trying in the background\n",
+                   opt_.join.empty() ? "the saved peers have" : "the token's nodes have", r.error.c_str());
     }
   } else if (!quiet_) {
     std::fprintf(stderr, "llmesh: mesh node %s at %s; invite others with `llmesh invite`\n",

@@ -322,10 +322,18 @@ void MeshNode::send_locked(const MemberId& to, std::vector<uint8_t> bytes, gossi
     auto queued = std::move(dd.queued);
     dd.queued.clear();
     if (info) {
+      dd.refusals = 0;
       for (auto& b : queued) transport_->send(peer, kGossipKind, b);
+    } else if (why.code > 0x100 && why.code < 0x200) {
+      // Refused: the secrets differ, and asking again every second will not change that (a
+      // rotation reaching us would). Back off, and say so once per step.
+      dd.refusals = std::min(dd.refusals + 1, 9);
+      auto wait = std::min<std::chrono::seconds>(std::chrono::seconds(1 << dd.refusals), std::chrono::minutes(5));
+      dd.retry_after = Clock::now() + wait;
+      log("mesh: node " + peer.short_hex() + " " + describe_refusal(why) + "; next try in " +
+          std::to_string(wait.count()) + " s");
     } else {
       dd.retry_after = Clock::now() + kDialRetry;
-      if (why.code > 0x100 && why.code < 0x200) log("mesh: node " + peer.short_hex() + " " + describe_refusal(why));
     }
   });
 }
@@ -565,6 +573,11 @@ json MeshNode::status_json() const {
     members.push_back(std::move(row));
   }
   const auto& st = swim_->stats();
+  uint64_t msgs_sent = 0, msgs_received = 0;
+  for (const auto& k : st.by_kind) {
+    msgs_sent += k.messages_sent;
+    msgs_received += k.messages_received;
+  }
   json events = json::array();
   for (const auto& e : recent_events_) events.push_back(e);
   return {{"node", {{"id", id_hex_}, {"mesh_address", advertised_}, {"uptime_s", uptime}}},
@@ -578,6 +591,11 @@ json MeshNode::status_json() const {
           {"gossip",
            {{"bytes_sent", st.bytes_sent()},
             {"bytes_received", st.bytes_received()},
+            {"messages_sent", msgs_sent},
+            {"messages_received", msgs_received},
+            // On the wire each message also costs a frame header (10 bytes), its kind (2) and
+            // a TLS 1.3 record (22): bytes_sent counts SWIM's own bytes only.
+            {"wire_bytes_sent_estimate", st.bytes_sent() + 34 * msgs_sent},
             {"bytes_sent_per_s", uptime > 0 ? static_cast<double>(st.bytes_sent()) / uptime : 0.0},
             {"decode_errors", st.decode_errors},
             {"refutations", st.refutations}}},

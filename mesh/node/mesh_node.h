@@ -126,6 +126,7 @@ class MeshNode {
  private:
   struct Dial {
     bool in_progress = false;
+    int refusals = 0;  // admission refusals in a row: the next dial waits 2^n s (at most 5 min)
     gossip::TimePoint retry_after{};
     std::vector<std::vector<uint8_t>> queued;
   };
