@@ -194,6 +194,17 @@ def measure_gossip(b, size, idle):
         wire.append((g1["wire_bytes_sent_estimate"] - g0["wire_bytes_sent_estimate"]) / (t1 - t0))
         msgs.append((g1["messages_sent"] - g0["messages_sent"]) / (t1 - t0))
     deaths = sum(1 for n in nodes for s in n.statuses().values() if s != "alive")
+    # A kill -9 in the big mesh: until every one of the others knows.
+    victim = nodes[size // 2]
+    watchers = [n for n in nodes if n is not victim]
+    victim.kill9()
+    t0 = time.monotonic()
+    seen = {}
+    while len(seen) < len(watchers) and time.monotonic() - t0 < 30:
+        for w in watchers:
+            if w.id not in seen and w.statuses().get(victim.id) == "dead":
+                seen[w.id] = time.monotonic() - t0
+    kill_all = max(seen.values()) if len(seen) == len(watchers) else None
     for n in list(b.nodes):
         n.stop()
     b.nodes.clear()
@@ -203,7 +214,8 @@ def measure_gossip(b, size, idle):
             "bytes_received_per_s_per_node_median": round(statistics.median(recv), 1),
             "wire_bytes_sent_per_s_per_node_median": round(statistics.median(wire), 1),
             "messages_sent_per_s_per_node_median": round(statistics.median(msgs), 2),
-            "not_alive_entries": deaths, "idle_s": idle}
+            "not_alive_entries": deaths, "idle_s": idle,
+            "kill_all_know_dead_s": round(kill_all, 2) if kill_all is not None else None}
 
 
 def ttft(port, model, serial):
