@@ -30,7 +30,7 @@ json chat(const std::string& text, bool stream = false, int max_tokens = 64) {
           {"stream", stream}};
 }
 
-class Forwarding : public ::testing::Test {
+class MeshRoutingForward : public ::testing::Test {
  protected:
   void SetUp() override {
     far_api_ = std::make_unique<ScriptedApi>();
@@ -87,7 +87,7 @@ class Forwarding : public ::testing::Test {
   std::vector<std::unique_ptr<MeshNode>> extra_;
 };
 
-TEST_F(Forwarding, ChatCompletionIsTheDirectAnswer) {
+TEST_F(MeshRoutingForward, ChatCompletionIsTheDirectAnswer) {
   auto d = reference("/v1/chat/completions", chat("hi there"));
   auto r = routed("/v1/chat/completions", chat("hi there"));
   ASSERT_TRUE(d && r);
@@ -101,7 +101,7 @@ TEST_F(Forwarding, ChatCompletionIsTheDirectAnswer) {
   EXPECT_EQ(st.completed, 1u);
 }
 
-TEST_F(Forwarding, StreamingAnswerIsTheDirectOne) {
+TEST_F(MeshRoutingForward, StreamingAnswerIsTheDirectOne) {
   auto d = reference("/v1/chat/completions", chat("hi there", true));
   auto r = routed("/v1/chat/completions", chat("hi there", true));
   ASSERT_TRUE(d && r);
@@ -111,7 +111,7 @@ TEST_F(Forwarding, StreamingAnswerIsTheDirectOne) {
   EXPECT_EQ(mask(r->body), mask(d->body));
 }
 
-TEST_F(Forwarding, AnthropicMessagesByAliasWithTheirHeaders) {
+TEST_F(MeshRoutingForward, AnthropicMessagesByAliasWithTheirHeaders) {
   json b = {{"model", "scripted-alias"}, {"max_tokens", 32}, {"stream", true},
             {"messages", {{{"role", "user"}, {"content", "hello"}}}}};
   httplib::Headers h = {{"anthropic-version", "2023-06-01"}};
@@ -129,7 +129,7 @@ TEST_F(Forwarding, AnthropicMessagesByAliasWithTheirHeaders) {
   EXPECT_EQ(json::parse(r->body)["type"], "error");
 }
 
-TEST_F(Forwarding, ModelsListsTheFarNodesModel) {
+TEST_F(MeshRoutingForward, ModelsListsTheFarNodesModel) {
   auto r = near_->client().Get("/v1/models");
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
@@ -151,7 +151,7 @@ TEST_F(Forwarding, ModelsListsTheFarNodesModel) {
   EXPECT_EQ(json::parse(r->body)["error"]["code"], "model_not_found");
 }
 
-TEST_F(Forwarding, ClientLeavingCancelsTheFarGeneration) {
+TEST_F(MeshRoutingForward, ClientLeavingCancelsTheFarGeneration) {
   far_api_->model().delay_ms = 20;
   RawConnection rc(near_->api_port());
   ASSERT_TRUE(rc.send_all(http_post("/v1/chat/completions", chat("tell me a long story", true, 400).dump())));
@@ -168,7 +168,7 @@ TEST_F(Forwarding, ClientLeavingCancelsTheFarGeneration) {
   EXPECT_EQ(far_->fwd->stats().active, 0u);
 }
 
-TEST_F(Forwarding, ServingNodeDyingEndsTheAnswer) {
+TEST_F(MeshRoutingForward, ServingNodeDyingEndsTheAnswer) {
   far_api_->model().delay_ms = 20;
   RawConnection rc(near_->api_port());
   ASSERT_TRUE(rc.send_all(http_post("/v1/chat/completions", chat("tell me a long story", true, 400).dump())));
@@ -183,7 +183,7 @@ TEST_F(Forwarding, ServingNodeDyingEndsTheAnswer) {
   EXPECT_EQ(st.requests_cancelled, 1u);
 }
 
-TEST_F(Forwarding, SlowNonStreamingAnswerKeepsTheWaitAlive) {
+TEST_F(MeshRoutingForward, SlowNonStreamingAnswerKeepsTheWaitAlive) {
   // A near node that waits at most 1 s for a word from the far node, which sends interim heads
   // every 100 ms while its non-streaming answer takes 2.5 s (125 tokens at 20 ms).
   MeshNode::Setup s;
@@ -201,7 +201,7 @@ TEST_F(Forwarding, SlowNonStreamingAnswerKeepsTheWaitAlive) {
   EXPECT_GT(std::chrono::steady_clock::now() - t0, 2000ms);
 }
 
-TEST_F(Forwarding, SilentNodeTimesOutBeforeTheHead) {
+TEST_F(MeshRoutingForward, SilentNodeTimesOutBeforeTheHead) {
   MeshNode::Setup s;
   s.hold_streams = true;
   auto& silent = extra(s);
@@ -224,7 +224,7 @@ TEST_F(Forwarding, SilentNodeTimesOutBeforeTheHead) {
   EXPECT_TRUE(held[0]->finished());
 }
 
-TEST_F(Forwarding, DeadCandidatesAreSkipped) {
+TEST_F(MeshRoutingForward, DeadCandidatesAreSkipped) {
   // Four nodes that cannot answer, tried before the far node (overloaded, so last).
   auto& no_handler = extra({});  // resets every stream: NO_HANDLER
   mesh::ForwardServerOptions dead_api;
@@ -264,7 +264,7 @@ TEST_F(Forwarding, DeadCandidatesAreSkipped) {
     EXPECT_NE(msg.find(why), std::string::npos) << why << " missing in: " << msg;
 }
 
-TEST_F(Forwarding, ForwardedRequestsAreNeverForwardedAgain) {
+TEST_F(MeshRoutingForward, ForwardedRequestsAreNeverForwardedAgain) {
   // `relay` has no model but a router that knows the far node, and takes forwarded streams
   // into its own API. Its gossip wrongly says it serves the model (stale news).
   mesh::ForwardServerOptions own;
@@ -328,7 +328,7 @@ RawExchange raw_exchange(mesh::Transport& t, const NodeId& to, std::vector<uint8
   }
 }
 
-TEST_F(Forwarding, HostileStreamsAreRefused) {
+TEST_F(MeshRoutingForward, HostileStreamsAreRefused) {
   auto& t = *near_->transport;
   const NodeId to = far_->id();
   const json good = {{"t", "http"}, {"v", 1}, {"m", "POST"}, {"p", "/v1/chat/completions"}, {"n", 0}};
@@ -381,7 +381,7 @@ TEST_F(Forwarding, HostileStreamsAreRefused) {
   EXPECT_TRUE(far_->transport->connected(near_->id()));
 }
 
-TEST_F(Forwarding, BodiesWaitingInMemoryAreBounded) {
+TEST_F(MeshRoutingForward, BodiesWaitingInMemoryAreBounded) {
   mesh::ForwardServerOptions o;
   o.port = far_api_->port();
   o.api_key = ScriptedApi::kApiKey;
@@ -416,7 +416,7 @@ TEST_F(Forwarding, BodiesWaitingInMemoryAreBounded) {
   EXPECT_EQ(small.fwd->stats().completed, 2u);
 }
 
-TEST_F(Forwarding, StopAbortsRunningExchanges) {
+TEST_F(MeshRoutingForward, StopAbortsRunningExchanges) {
   far_api_->model().delay_ms = 20;
   RawConnection rc(near_->api_port());
   ASSERT_TRUE(rc.send_all(http_post("/v1/chat/completions", chat("tell me a long story", true, 400).dump())));

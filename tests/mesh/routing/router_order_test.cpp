@@ -49,7 +49,7 @@ NodeId first(const std::vector<RouteTarget>& targets, const std::string& key, co
   return o.empty() ? NodeId{} : o.front().id;
 }
 
-TEST(RouterOrder, EmptyWhenNobodyServesTheModelWhole) {
+TEST(MeshRoutingOrder, EmptyWhenNobodyServesTheModelWhole) {
   MeshRouterOptions opt;
   EXPECT_TRUE(order_targets({}, "m", "k", opt).empty());
   std::vector<RouteTarget> t = {target(1, "other"), target(2, "m"), target(3, "m")};
@@ -64,7 +64,7 @@ TEST(RouterOrder, EmptyWhenNobodyServesTheModelWhole) {
   EXPECT_TRUE(order_targets(t, "m", "k", opt, node(2)).empty());
 }
 
-TEST(RouterOrder, AliasesAndDuplicatesAndDeterminism) {
+TEST(MeshRoutingOrder, AliasesAndDuplicatesAndDeterminism) {
   std::vector<RouteTarget> t = {target(1), target(2), target(3)};
   t[0].state.models[0].aliases = {"m-alias"};
   MeshRouterOptions opt;
@@ -79,7 +79,7 @@ TEST(RouterOrder, AliasesAndDuplicatesAndDeterminism) {
   }
 }
 
-TEST(RouterOrder, StickyChoiceIsTheRendezvousWinner) {
+TEST(MeshRoutingOrder, StickyChoiceIsTheRendezvousWinner) {
   std::vector<RouteTarget> t;
   for (int i = 0; i < 5; ++i) t.push_back(target(i, "m", static_cast<uint32_t>(i % 3)));
   std::map<NodeId, int> wins;
@@ -97,7 +97,7 @@ TEST(RouterOrder, StickyChoiceIsTheRendezvousWinner) {
   for (auto& [id, n] : wins) EXPECT_GT(n, 50) << id.short_hex();
 }
 
-TEST(RouterOrder, StickinessSurvivesJoinsAndOtherDeaths) {
+TEST(MeshRoutingOrder, StickinessSurvivesJoinsAndOtherDeaths) {
   std::vector<RouteTarget> t = {target(1), target(2), target(3)};
   int moved_on_join = 0;
   for (int k = 0; k < 400; ++k) {
@@ -134,7 +134,7 @@ TEST(RouterOrder, StickinessSurvivesJoinsAndOtherDeaths) {
   EXPECT_LT(moved_on_join, 150);
 }
 
-TEST(RouterOrder, OverloadedStickyNodeIsSkipped) {
+TEST(MeshRoutingOrder, OverloadedStickyNodeIsSkipped) {
   std::vector<RouteTarget> t = {target(1), target(2), target(3)};
   const std::string key = "user:alice";
   const NodeId chosen = first(t, key);
@@ -159,7 +159,7 @@ TEST(RouterOrder, OverloadedStickyNodeIsSkipped) {
   EXPECT_EQ(ids(order_targets(t, "m", key, MeshRouterOptions{})), (std::vector<NodeId>{node(2), node(1), node(3)}));
 }
 
-TEST(RouterOrder, TheRestByLoadAndLatency) {
+TEST(MeshRoutingOrder, TheRestByLoadAndLatency) {
   // Node 1 is the sticky choice for this key; the others follow by load ratio + rtt/100 ms.
   std::vector<RouteTarget> t = {target(1), target(2, "m", 2, 0, 4, 1000), target(3, "m", 0, 0, 4, 1000),
                                 target(4, "m", 0, 0, 4, 80000), target(5, "m", 1, 0, 4, 1000)};
@@ -177,7 +177,7 @@ TEST(RouterOrder, TheRestByLoadAndLatency) {
             (std::vector<NodeId>{node(1), node(5), node(3), node(2), node(4)}));
 }
 
-TEST(RouterOrder, MeshModelsDedupedWithCounts) {
+TEST(MeshRoutingOrder, MeshModelsDedupedWithCounts) {
   std::vector<RouteTarget> t = {target(1, "a"), target(2, "a"), target(3, "b"), target(4, "c")};
   t[0].state.models[0].context_length = 4096;
   t[1].state.models[0].context_length = 2048;
@@ -198,7 +198,7 @@ TEST(RouterOrder, MeshModelsDedupedWithCounts) {
 
 // ---- the stream request format ----
 
-TEST(RequestFormat, RoundTripAndDroppedHeaders) {
+TEST(MeshRoutingFormat, RoundTripAndDroppedHeaders) {
   routing::RequestHead h;
   h.method = "POST";
   h.path = "/v1/messages";
@@ -228,7 +228,7 @@ TEST(RequestFormat, RoundTripAndDroppedHeaders) {
   EXPECT_TRUE(routing::decode_response_head(routing::encode_response_head({102, ""})).interim());
 }
 
-TEST(RequestFormat, HostileHeadsRefused) {
+TEST(MeshRoutingFormat, HostileHeadsRefused) {
   const json good = {{"t", "http"}, {"v", 1}, {"m", "POST"}, {"p", "/v1/chat/completions"}, {"n", 10}};
   auto refuse = [](const json& j, uint64_t max_body = 1u << 20) {
     EXPECT_THROW(routing::decode_request_head(json::to_msgpack(j), max_body), routing::FormatError) << j.dump();
