@@ -587,6 +587,10 @@ bool PeerConnection::send_message_from_any_thread(uint16_t kind, std::span<const
 
 std::shared_ptr<Stream> PeerConnection::open_stream_from_any_thread(std::vector<uint8_t> header) {
   if (header.size() > peer_hello_.max_payload) return nullptr;
+  // Ids must reach the wire in increasing order (the peer refuses anything else), so taking an
+  // id and queueing its OPEN happen together: two threads opening streams at once could
+  // otherwise post their OPENs in the opposite order of their ids.
+  std::lock_guard lk(open_mu_);
   uint32_t id = next_local_stream_.fetch_add(2);
   if (id > 0x7FFFFFFF) return nullptr;  // ids exhausted: the owner reconnects
   auto s = make_stream(id, true, header);

@@ -9,6 +9,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -124,6 +125,7 @@ class PeerConnection : public std::enable_shared_from_this<PeerConnection> {
 
   std::unordered_map<uint32_t, std::shared_ptr<Stream>> streams_;
   std::atomic<uint32_t> next_local_stream_;
+  std::mutex open_mu_;  // orders stream ids with their OPEN frames (open_stream_from_any_thread)
   uint32_t highest_peer_stream_ = 0;
   size_t peer_streams_ = 0;
 
