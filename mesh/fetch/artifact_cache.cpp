@@ -61,7 +61,10 @@ void write_marker(const fs::path& file, const std::string& sha, const struct sta
 }
 
 bool marker_matches(const fs::path& file, const std::string& sha, const struct stat& st) {
-  std::ifstream in(with_suffix(file, ".sha256"));
+  const fs::path marker = with_suffix(file, ".sha256");
+  struct stat ms {};
+  if (::lstat(marker.c_str(), &ms) != 0 || !S_ISREG(ms.st_mode)) return false;
+  std::ifstream in(marker);
   if (!in) return false;
   std::string s;
   uint64_t size = 0;
