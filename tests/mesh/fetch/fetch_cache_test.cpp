@@ -1,4 +1,7 @@
+#include <fcntl.h>
+#include <pty.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <optional>
@@ -407,6 +410,33 @@ TEST(FetchCache, CallbackSourceAndStderrPrinter) {
   EXPECT_LE(lines, 13) << out;
   EXPECT_NE(out.find("cb.bin  100.0%"), std::string::npos) << out;
   EXPECT_NE(out.find("cached"), std::string::npos) << out;
+}
+
+TEST(FetchProgressPrinter, TerminalGetsOneUpdatingLine) {
+  int master = -1, slave = -1;
+  if (::openpty(&master, &slave, nullptr, nullptr, nullptr) != 0) GTEST_SKIP() << "no pty";
+  std::FILE* out = ::fdopen(slave, "w");
+  ASSERT_NE(out, nullptr);
+  auto print = stderr_progress(out);
+  FetchProgress p{"blk.0/w.bin", 0, 2000000, 0, false, false};
+  print(p);
+  p.done_bytes = 1000000;
+  p.bytes_per_second = 35e6;
+  print(p);
+  p.done_bytes = 2000000;
+  p.finished = true;
+  print(p);
+  std::fclose(out);
+  ::fcntl(master, F_SETFL, O_NONBLOCK);
+  std::string got;
+  char buf[1024];
+  for (ssize_t n; (n = ::read(master, buf, sizeof buf)) > 0;) got.append(buf, static_cast<size_t>(n));
+  ::close(master);
+  EXPECT_NE(got.find("\rblk.0/w.bin   50.0%  1.0 MB / 2.0 MB  35.0 MB/s"), std::string::npos) << got;
+  EXPECT_NE(got.find("100.0%"), std::string::npos) << got;
+  size_t newlines = 0;
+  for (char c : got) newlines += c == '\n';
+  EXPECT_EQ(newlines, 1u) << got;  // only the finished line ends the line
 }
 
 }  // namespace
