@@ -83,9 +83,12 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   c.expert_weights_norm = f.opt_bool(p + "expert_weights_norm").value_or(c.arch->moe_norm_topk);
 
   // The vocabulary size comes from the embedding table (metadata may omit it).
+  // Without the table (the metadata file of a layer package, docs/layer-packages.md) it comes
+  // from <arch>.vocab_size, which the package writer always sets.
   const GgufTensor* emb = f.find_tensor("token_embd.weight");
-  if (!emb) throw std::runtime_error(f.path() + ": missing tensor 'token_embd.weight'");
-  c.n_vocab = static_cast<int>(emb->ne[1]);
+  if (emb) c.n_vocab = static_cast<int>(emb->ne[1]);
+  else if (f.has(p + "vocab_size")) c.n_vocab = need("vocab_size");
+  else throw std::runtime_error(f.path() + ": missing tensor 'token_embd.weight'");
 
   auto check = [&](bool ok, const std::string& what) {
     if (!ok) throw std::runtime_error(fmt::format("{}: inconsistent hyperparameters: {}", f.path(), what));
@@ -94,8 +97,9 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
         fmt::format("head_count {} is not a multiple of head_count_kv {}", c.n_head, c.n_head_kv));
   check(c.rope_dims > 0 && c.rope_dims <= c.head_dim && c.rope_dims % 2 == 0,
         fmt::format("rope.dimension_count {} with head size {}", c.rope_dims, c.head_dim));
-  check(emb->ne[0] == c.n_embd, fmt::format("token_embd.weight rows have {} elements, embedding_length is {}",
-                                            emb->ne[0], c.n_embd));
+  if (emb)
+    check(emb->ne[0] == c.n_embd, fmt::format("token_embd.weight rows have {} elements, embedding_length is {}",
+                                              emb->ne[0], c.n_embd));
   if (c.n_expert > 0) {
     check(c.n_expert_used > 0 && c.n_expert_used <= c.n_expert,
           fmt::format("expert_used_count {} with expert_count {}", c.n_expert_used, c.n_expert));

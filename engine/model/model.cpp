@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <stdexcept>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
@@ -9,9 +10,23 @@ namespace {
 
 class Loader {
  public:
-  Loader(const GgufFile& f) : f_(f) {}
+  // Tensors are looked up in every part; errors name parts[0] (for one file, the model file).
+  explicit Loader(const std::vector<std::shared_ptr<const GgufFile>>& parts) : f_(*parts[0]) {
+    if (parts.size() < 2) return;
+    for (const auto& p : parts)
+      for (const GgufTensor& t : p->tensors()) {
+        auto [it, fresh] = index_.emplace(t.name, &t);
+        if (!fresh)
+          throw std::runtime_error(fmt::format("tensor '{}' is in more than one file ({} and {})", t.name,
+                                               owner(*it->second, parts), p->path()));
+      }
+  }
 
-  const GgufTensor* find(const std::string& name) const { return f_.find_tensor(name); }
+  const GgufTensor* find(const std::string& name) const {
+    if (index_.empty()) return f_.find_tensor(name);
+    auto it = index_.find(name);
+    return it == index_.end() ? nullptr : it->second;
+  }
 
   // A weight matrix with `cols` elements per row and `rows` rows (times `experts` when > 0).
   kernels::MatView matrix(const std::string& name, int64_t cols, int64_t rows,
@@ -61,7 +76,13 @@ class Loader {
   }
 
  private:
+  static std::string owner(const GgufTensor& t, const std::vector<std::shared_ptr<const GgufFile>>& parts) {
+    for (const auto& p : parts)
+      if (p->find_tensor(t.name) == &t) return p->path();
+    return "?";
+  }
   const GgufFile& f_;
+  std::unordered_map<std::string_view, const GgufTensor*> index_;  // several parts only
 };
 
 }  // namespace
@@ -72,8 +93,18 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
 }
 
 std::unique_ptr<Model> Model::load(std::shared_ptr<const GgufFile> file, const ModelOptions& opt) {
+  std::vector<std::shared_ptr<const GgufFile>> parts;
+  parts.push_back(std::move(file));
+  return load(std::move(parts), opt);
+}
+
+std::unique_ptr<Model> Model::load(std::vector<std::shared_ptr<const GgufFile>> parts, const ModelOptions& opt) {
+  if (parts.empty() || !parts[0]) throw std::invalid_argument("Model::load: no GGUF file");
+  for (const auto& p : parts)
+    if (!p) throw std::invalid_argument("Model::load: a GGUF part is null");
   std::unique_ptr<Model> m(new Model());
-  m->file_ = std::move(file);
+  m->file_ = parts[0];
+  m->parts_ = std::move(parts);
   const GgufFile& f = *m->file_;
   m->cfg_ = ModelConfig::from_gguf(f);
   const ModelConfig& c = m->cfg_;
@@ -83,9 +114,10 @@ std::unique_ptr<Model> Model::load(std::shared_ptr<const GgufFile> file, const M
                                          f.path(), first, last, c.n_layer));
   m->first_ = first;
   m->last_ = last;
-  Loader L(f);
+  Loader L(m->parts_);
 
-  if (first == 0 || last == c.n_layer) {
+  // The embedding table: for token input, or as the head when it is tied (no output.weight).
+  if (first == 0 || (last == c.n_layer && !L.find("output.weight"))) {
     m->token_embd_ = L.matrix("token_embd.weight", c.n_embd, c.n_vocab);
   }
   if (last == c.n_layer) {

@@ -41,6 +41,11 @@ class Model {
   // shapes, types). Throws std::runtime_error naming what is wrong.
   static std::unique_ptr<Model> load(const std::string& path, const ModelOptions& opt = {});
   static std::unique_ptr<Model> load(std::shared_ptr<const GgufFile> file, const ModelOptions& opt);
+  // The same from several files (a layer package, docs/layer-packages.md): hyperparameters and
+  // metadata from parts[0], each tensor from the one part that has it (a tensor in two parts is
+  // an error). file() is parts[0].
+  static std::unique_ptr<Model> load(std::vector<std::shared_ptr<const GgufFile>> parts,
+                                     const ModelOptions& opt);
 
   const ModelConfig& config() const { return cfg_; }
   const GgufFile& file() const { return *file_; }
@@ -65,6 +70,7 @@ class Model {
  private:
   Model() = default;
   std::shared_ptr<const GgufFile> file_;
+  std::vector<std::shared_ptr<const GgufFile>> parts_;  // every mapped file the weights point into
   ModelConfig cfg_;
   int first_ = 0, last_ = 0;
   std::vector<LayerWeights> layers_;
