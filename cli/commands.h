@@ -15,5 +15,6 @@ Runner add_serve(CLI::App& app);
 Runner add_client(CLI::App& app);
 Runner add_invite(CLI::App& app);
 Runner add_status(CLI::App& app);
+Runner add_package(CLI::App& app);
 
 }  // namespace llmesh::cli

@@ -1,12 +1,16 @@
 #include "cli/engine_options.h"
 
 #include <chrono>
+#include <filesystem>
 #include <stdexcept>
+
+#include "package/package_model.h"
 
 namespace llmesh::cli {
 
 void add_engine_options(CLI::App* sub, EngineOptions& o) {
-  sub->add_option("-m,--model", o.model, "GGUF model file")->required()->check(CLI::ExistingFile);
+  sub->add_option("-m,--model", o.model, "GGUF model file, or a layer package directory (llmesh package)")
+      ->required()->check(CLI::ExistingPath);
   sub->add_option("-t,--threads", o.threads, "Threads (0: all hardware threads)")->capture_default_str();
   sub->add_option("-c,--ctx", o.ctx, "Context length (0: min(4096, the model's))")->capture_default_str();
   sub->add_option("-b,--batch", o.batch, "Prompt tokens per forward pass")
@@ -18,7 +22,13 @@ void add_engine_options(CLI::App* sub, EngineOptions& o) {
 LoadedEngine load_engine(const EngineOptions& o, int n_seq) {
   auto t0 = std::chrono::steady_clock::now();
   LoadedEngine e;
-  e.model = Model::load(o.model);
+  if (std::filesystem::is_directory(o.model)) {
+    if (!is_package_dir(o.model))
+      throw std::runtime_error(o.model + " is a directory without a manifest.json (not a layer package)");
+    e.model = load_package_model(o.model);  // every layer: the whole model
+  } else {
+    e.model = Model::load(o.model);
+  }
   const ModelConfig& c = e.model->config();
   KvCacheOptions kv;
   kv.n_ctx = o.ctx > 0 ? o.ctx : std::min(4096, c.n_ctx_train);
