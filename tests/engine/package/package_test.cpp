@@ -25,9 +25,17 @@ fs::path scratch(const std::string& name) {
   return p;
 }
 
-// A package per model, written once per test binary run.
+// A package per model, written once per test binary run and removed at exit.
+struct Packages {
+  std::map<std::string, std::string> dirs;
+  ~Packages() {
+    std::error_code ec;
+    for (auto& [model, dir] : dirs) fs::remove_all(dir, ec);
+  }
+};
 const std::string& package_of(const std::string& model) {
-  static std::map<std::string, std::string> dirs;
+  static Packages packages;
+  auto& dirs = packages.dirs;
   auto it = dirs.find(model);
   if (it != dirs.end()) return it->second;
   fs::path dir = scratch("pkg_" + model);
@@ -42,6 +50,7 @@ std::string partial_dir(const std::string& model, int first, int last, const std
   fs::path dir = scratch(tag);
   fs::create_directories(dir / "layers");
   fs::copy_file(fs::path(src) / kPackageManifestName, dir / kPackageManifestName);
+  // (callers remove the directory when done)
   for (const Artifact* a : m.needed_for(first, last)) fs::copy_file(fs::path(src) / a->path, dir / a->path);
   return dir.string();
 }
@@ -188,8 +197,13 @@ TEST(PackageModel, TiedEmbeddingsModelMatchesThePlainFile) {
   // The last stage of a tied model needs the embedding table: its partial dir has it.
   PackageManifest m = read_manifest(package_of(model));
   EXPECT_TRUE(m.tied_embeddings);
-  Stage last(load_package_model(partial_dir(model, 1, 2, "qwen_last"), {.layers = {1, -1}}));
-  EXPECT_TRUE(last.model->has_head());
+  const std::string dir = partial_dir(model, 1, 2, "qwen_last");
+  EXPECT_TRUE(fs::exists(fs::path(dir) / "embeddings.gguf"));
+  {
+    Stage last(load_package_model(dir, {.layers = {1, -1}}));
+    EXPECT_TRUE(last.model->has_head());
+  }
+  fs::remove_all(dir);
 }
 
 TEST(PackageModel, StagesFromPartialDirectoriesChainBitIdentically) {
