@@ -16,5 +16,6 @@ Runner add_client(CLI::App& app);
 Runner add_invite(CLI::App& app);
 Runner add_status(CLI::App& app);
 Runner add_package(CLI::App& app);
+Runner add_fetch(CLI::App& app);
 
 }  // namespace llmesh::cli

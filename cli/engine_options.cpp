@@ -4,13 +4,27 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include <fmt/format.h>
+
+#include "fetch/package_fetch.h"
 #include "package/package_model.h"
 
 namespace llmesh::cli {
 
 void add_engine_options(CLI::App* sub, EngineOptions& o) {
-  sub->add_option("-m,--model", o.model, "GGUF model file, or a layer package directory (llmesh package)")
-      ->required()->check(CLI::ExistingPath);
+  sub->add_option("-m,--model", o.model,
+                  "GGUF model file, a layer package directory (llmesh package), or the http(s):// base URL "
+                  "of a layer package (fetched into the cache)")
+      ->required()
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            if (mesh::is_url(s)) return {};
+            return CLI::ExistingPath(s);
+          },
+          "PATH or URL"));
+  sub->add_option("--fetch-cache", o.fetch_cache,
+                  "Cache directory for a package fetched from a URL (default: $LLMESH_CACHE, "
+                  "$XDG_CACHE_HOME/llmesh or ~/.cache/llmesh)");
   sub->add_option("-t,--threads", o.threads, "Threads (0: all hardware threads)")->capture_default_str();
   sub->add_option("-c,--ctx", o.ctx, "Context length (0: min(4096, the model's))")->capture_default_str();
   sub->add_option("-b,--batch", o.batch, "Prompt tokens per forward pass")
@@ -22,7 +36,16 @@ void add_engine_options(CLI::App* sub, EngineOptions& o) {
 LoadedEngine load_engine(const EngineOptions& o, int n_seq) {
   auto t0 = std::chrono::steady_clock::now();
   LoadedEngine e;
-  if (std::filesystem::is_directory(o.model)) {
+  if (mesh::is_url(o.model)) {
+    mesh::PackageFetchOptions fo;
+    fo.cache_root = o.fetch_cache;
+    fo.progress = mesh::stderr_progress();
+    mesh::FetchedPackage p = mesh::fetch_package(o.model, {}, fo);
+    fmt::print(stderr, "llmesh: {}: {} fetched, {} from the cache in {}\n", p.manifest.model_id,
+               mesh::human_bytes(static_cast<double>(p.bytes_fetched)),
+               mesh::human_bytes(static_cast<double>(p.bytes_cached)), p.dir.string());
+    e.model = load_package_model(p.dir.string(), p.manifest, {});
+  } else if (std::filesystem::is_directory(o.model)) {
     if (!is_package_dir(o.model))
       throw std::runtime_error(o.model + " is a directory without a manifest.json (not a layer package)");
     e.model = load_package_model(o.model);  // every layer: the whole model

@@ -19,10 +19,13 @@ struct EngineOptions {
   int ctx = 0;      // 0: min(4096, the model's training context)
   int batch = 512;  // prompt tokens per forward pass
   std::string kv_type = "f16";
+  std::string fetch_cache;  // --fetch-cache: where -m URL packages are cached (empty: the default)
 };
 
 void add_engine_options(CLI::App* sub, EngineOptions& o);
 
+// -m: a GGUF file, a layer package directory, or an http(s) base URL of a layer package (the
+// whole package is fetched into the artifact cache first, progress on stderr; docs/layer-packages.md).
 // A loaded model with its cache, thread pool and forward pass.
 struct LoadedEngine {
   std::unique_ptr<Model> model;

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   add(llmesh::cli::add_invite);
   add(llmesh::cli::add_status);
   add(llmesh::cli::add_package);
+  add(llmesh::cli::add_fetch);
   CLI11_PARSE(app, argc, argv);
   for (auto& [sub, run] : runners) {
     if (sub->parsed()) {

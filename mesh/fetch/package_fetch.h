@@ -1,0 +1,60 @@
+// Fetching a layer package (docs/layer-packages.md, "Fetching a package"): reads manifest.json
+// from a source (an http(s) base URL or a directory), picks the artifacts a layer range needs
+// (PackageManifest::needed_for) and makes exactly those present and verified in the artifact
+// cache (artifact_cache.h), next to a copy of the manifest, so the cache directory is a package
+// directory load_package_model reads.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "fetch/artifact_cache.h"
+#include "fetch/fetch_progress.h"
+#include "model/model.h"
+#include "package/manifest.h"
+
+namespace llmesh::mesh {
+
+struct PackageFetchOptions {
+  // Empty: default_cache_root().
+  std::filesystem::path cache_root;
+  // Per-artifact progress (stderr_progress() prints it); also called for cached artifacts.
+  ProgressFn progress;
+  // Hash every needed artifact again after it is in the cache, even one the cache trusts by its
+  // marker; a file that no longer matches is removed and fetched again.
+  bool verify = false;
+  // Warnings (e.g. "source unreachable, using the cached manifest"); empty: printed on stderr.
+  std::function<void(const std::string&)> warn;
+  ArtifactCacheOptions cache_options;
+};
+using FetchOptions = PackageFetchOptions;
+
+struct FetchedPackage {
+  std::filesystem::path dir;          // the cache directory: manifest.json + the needed artifacts
+  PackageManifest manifest;
+  std::vector<Artifact> artifacts;    // the artifacts fetched for the range, in needed_for order
+  uint64_t bytes_fetched = 0;         // artifact bytes transferred from the source this time
+  uint64_t bytes_cached = 0;          // artifact bytes already in the cache
+  uint64_t manifest_bytes = 0;        // size of manifest.json (fetched fresh unless offline)
+  bool offline = false;               // the source was unreachable: the cached manifest was used
+  std::string source;                 // the source as described in messages
+};
+
+// Fetches the artifacts a stage running `layers` ([first, last), last = -1: through the last
+// layer) needs from `source_spec` (make_source: "http://...", "https://..." or a directory
+// holding the package). The cache namespace is the manifest's source_sha256 (or a hash of the
+// source spec when empty). The manifest is read fresh each time (at most
+// package_limits::kMaxManifestBytes) and kept in the cache: when the source cannot be reached
+// (any FetchError reading manifest.json) and a manifest fetched earlier from the same spec is
+// cached together with every artifact the range needs, that one is used, with a warning.
+// Throws FetchError naming the source or the artifact (unreachable, 404, wrong size or sha256),
+// std::runtime_error for a manifest that does not parse, std::invalid_argument for a bad range.
+FetchedPackage fetch_package(const std::string& source_spec, LayerRange layers = {},
+                             const PackageFetchOptions& options = {});
+
+// True for "http://..." and "https://..." (what fetch_package reads over the network).
+bool is_url(const std::string& spec);
+
+}  // namespace llmesh::mesh
