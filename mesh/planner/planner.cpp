@@ -427,9 +427,12 @@ std::string format_gib(std::uint64_t bytes) {
 }
 
 std::string plan_digest(const Plan& p) {
-  std::string text = fmt::format("llmesh-plan-v1\n{}\n{}\n{}\n", p.epoch, p.model, p.n_layer);
+  // Strings are length-prefixed so that no two plans share a canonical text.
+  std::string text = fmt::format("llmesh-plan-v1\n{}\n{}:{}\n{}\n", p.epoch, p.model.size(), p.model,
+                                 p.n_layer);
   for (const auto& s : p.stages)
-    text += fmt::format("{} {} {} {} {}\n", s.node, s.layers.first, s.layers.last, s.bytes, s.kv_bytes);
+    text += fmt::format("{}:{} {} {} {} {}\n", s.node.size(), s.node, s.layers.first, s.layers.last,
+                        s.bytes, s.kv_bytes);
   return sha256_hex(text);
 }
 
@@ -457,17 +460,16 @@ PlanResult replan(const Plan& current, const ModelShape& shape, std::span<const 
             std::move(prep.prefix)};
     std::vector<Fixed> fixed;
     if (!collect_pins(prep.cands, ctx.n, fixed)) {
-      const std::size_t n_pins = fixed.size();
       std::vector<std::string> warnings;
       for (const auto& s : current.stages) {
         auto c = std::find_if(prep.cands.begin(), prep.cands.end(),
                               [&](const Cand& c) { return c.id == s.node; });
         if (c == prep.cands.end() || c->pinned) continue;
         if (s.layers.first >= s.layers.last || s.layers.last > ctx.n) continue;
+        // Against the pins and the stages already kept (a malformed `current` may overlap).
         bool overlaps = false;
-        for (std::size_t i = 0; i < n_pins; ++i)
-          if (fixed[i].layers.first < s.layers.last && s.layers.first < fixed[i].layers.last)
-            overlaps = true;
+        for (const auto& f : fixed)
+          if (f.layers.first < s.layers.last && s.layers.first < f.layers.last) overlaps = true;
         if (overlaps || ctx.range_cost(s.layers.first, s.layers.last) > c->usable) continue;
         fixed.push_back({s.node, s.layers});
       }

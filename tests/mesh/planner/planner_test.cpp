@@ -393,6 +393,19 @@ TEST(Replan, LeaveReshufflesWhenTheRestCanHoldIt) {
   expect_covers(*p2.plan, 32, nodes);
 }
 
+TEST(Replan, MalformedCurrentPlanStillGivesAValidPlan) {
+  std::vector<NodeCapacity> nodes = {node(1, 20 * GiB), node(2, 20 * GiB), node(3, 20 * GiB)};
+  Plan bad;
+  bad.epoch = 4;
+  bad.model = "test-model";
+  bad.n_layer = 32;
+  bad.stages = {{id(1), {0, 20}, 0, 0}, {id(2), {10, 25}, 0, 0}, {id(3), {30, 99}, 0, 0}};
+  auto r = replan(bad, shape(), nodes, {}, exact());
+  ASSERT_TRUE(r) << r.error;
+  EXPECT_EQ(r.plan->epoch, 5u);
+  expect_covers(*r.plan, 32, nodes);
+}
+
 TEST(Replan, DiffOfPartialOverlap) {
   Plan a, b;
   a.model = b.model = "m";
