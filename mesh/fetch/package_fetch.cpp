@@ -114,6 +114,10 @@ FetchedPackage fetch_package(const std::string& source_spec, LayerRange layers,
     throw std::runtime_error(fmt::format("{} from {}: {}", kPackageManifestName,
                                          out.offline ? index.string() : out.source, e.what()));
   }
+  for (const Artifact& a : out.manifest.artifacts)
+    if (a.path == kPackageManifestName)
+      throw std::runtime_error(fmt::format("{} from {}: an artifact may not be named {}", kPackageManifestName,
+                                           out.offline ? index.string() : out.source, kPackageManifestName));
   out.manifest_bytes = text.size();
   const std::vector<const Artifact*> needed = out.manifest.needed_for(layers.first, layers.last);
 
