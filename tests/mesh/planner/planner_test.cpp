@@ -302,6 +302,66 @@ TEST(Planner, RttOrderPicksLowLatencyNeighbours) {
   EXPECT_EQ(m.between(id(1), id(9), 50), 50.0);
 }
 
+TEST(Planner, RandomMeshesGiveValidDeterministicPlans) {
+  // Random shapes and meshes: every plan covers the model within each node's memory, never uses
+  // more than max_stages, and a shuffled input gives the same plan.
+  std::mt19937 rng(3);
+  int planned = 0;
+  for (int iter = 0; iter < 300; ++iter) {
+    ModelShape s = shape(1 + static_cast<int>(rng() % 120));
+    for (auto& b : s.layer_bytes) b = (1 + rng() % 64) * (GiB / 64);
+    s.embed_bytes = rng() % GiB;
+    s.output_bytes = rng() % GiB;
+    s.kv_bytes_per_token_per_layer = rng() % 4096;
+    s.ctx_tokens = static_cast<int>(rng() % 8192);
+    std::vector<NodeCapacity> nodes;
+    const int n_nodes = static_cast<int>(rng() % 12);
+    for (int i = 0; i < n_nodes; ++i)
+      nodes.push_back(node(static_cast<int>(rng() % 1000) * 16 + i, (rng() % 48) * GiB / 2,
+                           static_cast<double>(rng() % 4) * 50));
+    PlanOptions o;
+    o.max_stages = 1 + static_cast<int>(rng() % 8);
+    o.prefer_fewer_stages = rng() % 4 != 0;
+    RttMatrix rtt;
+    for (int i = 0; i + 1 < n_nodes; ++i) rtt.set(nodes[i].id, nodes[i + 1].id, rng() % 100);
+    auto r = plan(s, nodes, rtt, o);
+    std::shuffle(nodes.begin(), nodes.end(), rng);
+    auto again = plan(s, nodes, rtt, o);
+    ASSERT_EQ(r.plan, again.plan);
+    EXPECT_EQ(r.error, again.error);
+    if (!r) {
+      EXPECT_FALSE(r.error.empty());
+      continue;
+    }
+    ++planned;
+    EXPECT_LE(r.plan->stages.size(), static_cast<std::size_t>(o.max_stages));
+    std::uint32_t at = 0;
+    for (const auto& st : r.plan->stages) {
+      EXPECT_EQ(st.layers.first, at);
+      at = st.layers.last;
+      auto it = std::find_if(nodes.begin(), nodes.end(), [&](auto& c) { return c.id == st.node; });
+      ASSERT_NE(it, nodes.end());
+      // Usable memory: free minus 10% minus 512 MiB.
+      EXPECT_LE(st.bytes, it->free_bytes - it->free_bytes / 10 - (GiB / 2));
+    }
+    EXPECT_EQ(at, static_cast<std::uint32_t>(s.n_layer));
+    EXPECT_EQ(decode_plan(encode_plan(*r.plan)), *r.plan);
+  }
+  EXPECT_GT(planned, 50);
+}
+
+TEST(Planner, LargeModelOnManyNodesIsFast) {
+  ModelShape s = shape(20000);
+  std::vector<NodeCapacity> nodes;
+  for (int i = 0; i < 64; ++i) nodes.push_back(node(i + 1, (300 + 17 * (i % 7)) * GiB, 100 + i));
+  PlanOptions o = exact();
+  o.max_stages = 64;
+  auto r = plan(s, nodes, {}, o);
+  ASSERT_TRUE(r) << r.error;
+  EXPECT_GE(r.plan->stages.size(), 50u);
+  expect_covers(*r.plan, 20000, nodes);
+}
+
 TEST(Replan, UnchangedMeshKeepsPlanAndEpoch) {
   const std::uint64_t cap = 33 * GiB * 6 / 10;
   std::vector<NodeCapacity> nodes = {node(1, cap), node(2, cap)};
