@@ -404,6 +404,20 @@ std::optional<std::string> collect_pins(const std::vector<Cand>& cands, std::uin
 
 }  // namespace
 
+std::vector<NodeCapacity> candidates_from(std::span<const gossip::Member> members) {
+  std::vector<NodeCapacity> out;
+  for (const auto& m : members) {
+    if (m.status != gossip::MemberStatus::alive || !m.has_state || m.state.role != gossip::Role::server)
+      continue;
+    const auto& hw = m.state.hardware;
+    out.push_back({m.id, hw.free_ram_bytes,
+                   std::isfinite(hw.matmul_gflops) && hw.matmul_gflops > 0 ? hw.matmul_gflops : 0.0,
+                   std::nullopt});
+  }
+  std::sort(out.begin(), out.end(), [](const NodeCapacity& a, const NodeCapacity& b) { return a.id < b.id; });
+  return out;
+}
+
 void RttMatrix::set(const std::string& a, const std::string& b, double ms) {
   if (!std::isfinite(ms) || ms < 0) return;
   auto key = a < b ? std::make_pair(a, b) : std::make_pair(b, a);

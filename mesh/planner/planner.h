@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gossip/node_state.h"
+#include "gossip/swim.h"
 
 namespace llmesh::mesh::planner {
 
@@ -43,6 +44,11 @@ struct NodeCapacity {
   double gflops = 0;                 // measured speed (Hardware::matmul_gflops); 0: unknown
   std::optional<LayerRange> pinned;  // manual override (`--layers A..B` or a lock file)
 };
+
+// The candidates a gossip view offers: members that are alive, have sent their state record and
+// serve (role server), with Hardware::free_ram_bytes and matmul_gflops; sorted by id. Clients,
+// suspect, dead and left members are not candidates. Pins are not gossiped: set them after.
+std::vector<NodeCapacity> candidates_from(std::span<const gossip::Member> members);
 
 // Round-trip times between nodes in milliseconds, symmetric. A pair never measured counts as
 // PlanOptions::default_rtt_ms. Setting a pair twice keeps the smaller value, so the matrix does

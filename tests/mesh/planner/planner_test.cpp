@@ -362,6 +362,32 @@ TEST(Planner, LargeModelOnManyNodesIsFast) {
   expect_covers(*r.plan, 20000, nodes);
 }
 
+TEST(Planner, CandidatesFromGossipMembers) {
+  auto member = [](int n, gossip::MemberStatus st, gossip::Role role, bool has_state) {
+    gossip::Member m;
+    m.id = id(n);
+    m.status = st;
+    m.has_state = has_state;
+    m.state.role = role;
+    m.state.hardware.free_ram_bytes = static_cast<std::uint64_t>(n) * GiB;
+    m.state.hardware.matmul_gflops = n == 5 ? std::nan("") : 10.0 * n;
+    return m;
+  };
+  using S = gossip::MemberStatus;
+  using R = gossip::Role;
+  std::vector<gossip::Member> ms = {member(5, S::alive, R::server, true), member(2, S::alive, R::client, true),
+                                    member(3, S::suspect, R::server, true), member(4, S::alive, R::server, false),
+                                    member(1, S::alive, R::server, true), member(6, S::dead, R::server, true)};
+  auto c = candidates_from(ms);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].id, id(1));
+  EXPECT_EQ(c[0].free_bytes, GiB);
+  EXPECT_EQ(c[0].gflops, 10.0);
+  EXPECT_EQ(c[1].id, id(5));
+  EXPECT_EQ(c[1].gflops, 0.0);  // NaN measurement: unknown
+  EXPECT_TRUE(plan(shape(2), c, {}, exact()));
+}
+
 TEST(Replan, UnchangedMeshKeepsPlanAndEpoch) {
   const std::uint64_t cap = 33 * GiB * 6 / 10;
   std::vector<NodeCapacity> nodes = {node(1, cap), node(2, cap)};
