@@ -498,6 +498,7 @@ PlanResult replan(const Plan& current, const ModelShape& shape, std::span<const 
       chosen.plan->stages == current.stages) {
     Plan same = current;
     same.warnings = chosen.plan->warnings;
+    same.digest = plan_digest(same);
     chosen.plan = std::move(same);
   }
   return chosen;
