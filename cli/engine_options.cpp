@@ -45,10 +45,12 @@ LoadedEngine load_engine(const EngineOptions& o, int n_seq) {
                mesh::human_bytes(static_cast<double>(p.bytes_fetched)),
                mesh::human_bytes(static_cast<double>(p.bytes_cached)), p.dir.string());
     e.model = load_package_model(p.dir.string(), p.manifest, {});
+    e.model_id = p.manifest.model_id;
   } else if (std::filesystem::is_directory(o.model)) {
     if (!is_package_dir(o.model))
       throw std::runtime_error(o.model + " is a directory without a manifest.json (not a layer package)");
     e.model = load_package_model(o.model);  // every layer: the whole model
+    e.model_id = read_manifest(o.model).model_id;
   } else {
     e.model = Model::load(o.model);
   }

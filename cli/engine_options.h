@@ -33,6 +33,7 @@ struct LoadedEngine {
   std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<Forward> forward;
   double load_seconds = 0;
+  std::string model_id;  // a layer package's model id (empty for a plain GGUF)
 };
 LoadedEngine load_engine(const EngineOptions& o, int n_seq = 1);
 

@@ -55,7 +55,8 @@ int run_serve(ServeOptions& o) {
   Scheduler scheduler(batch_model, so);
 
   api::ServedModel sm;
-  sm.id = o.name.empty() ? std::filesystem::path(o.engine.model).stem().string() : o.name;
+  // The id clients use: --name, else a package's model id, else the file name without .gguf.
+  sm.id = !o.name.empty() ? o.name : !e.model_id.empty() ? e.model_id : std::filesystem::path(o.engine.model).stem().string();
   sm.aliases = o.aliases;
   struct stat st {};
   if (stat(o.engine.model.c_str(), &st) == 0) sm.created = st.st_mtime;
