@@ -12,6 +12,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <fmt/format.h>
+
 #include "hardware/hardware_probe.h"
 #include "identity/private_file.h"
 #include "invite/invite_token.h"
@@ -223,11 +225,18 @@ void MeshRuntime::add_endpoints(api::ApiServer& server) {
                               "run `llmesh invite` on the node's machine as its user");
         json body = req.body.empty() ? json::object() : json::parse(req.body, nullptr, false);
         if (!body.is_object()) throw api::ApiError(400, "invalid_request_error", "The body must be a JSON object");
-        int64_t expires_in = body.value("expires_in", int64_t{0});
-        if (expires_in < 0) throw api::ApiError(400, "invalid_request_error", "'expires_in' must be >= 0", "expires_in");
-        size_t max_nodes = body.value("max_nodes", size_t{8});
-        if (max_nodes < 1 || max_nodes > invite::kMaxInviteNodes)
-          throw api::ApiError(400, "invalid_request_error", "'max_nodes' must be 1..64", "max_nodes");
+        auto number = [&](const char* key, int64_t dflt, int64_t lo, int64_t hi) {
+          if (!body.contains(key)) return dflt;
+          const json& v = body[key];
+          if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+            throw api::ApiError(400, "invalid_request_error",
+                                fmt::format("'{}' must be an integer in {}..{}", key, lo, hi), key);
+          return v.get<int64_t>();
+        };
+        int64_t expires_in = number("expires_in", 0, 0, int64_t{10} * 366 * 24 * 3600);
+        size_t max_nodes = static_cast<size_t>(number("max_nodes", 8, 1, invite::kMaxInviteNodes));
+        if (body.contains("rotate") && !body["rotate"].is_boolean())
+          throw api::ApiError(400, "invalid_request_error", "'rotate' must be true or false", "rotate");
         bool rotated = false;
         if (body.value("rotate", false)) {
           node_->rotate_secret();

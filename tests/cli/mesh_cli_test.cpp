@@ -1,7 +1,10 @@
 // The mesh commands as a user runs them: `serve` starting a mesh, `invite`, `status`, `client
 // --join`, their help, and clear errors when no node runs or a token is bad.
+#include <httplib.h>
+
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -71,6 +74,23 @@ TEST(CliMesh, ServeStartsAMeshThatInviteStatusAndClientUse) {
   EXPECT_TRUE(fs::exists(fs::path(home) / "mesh.json"));
   EXPECT_EQ(fs::status(fs::path(home) / "node.json").permissions() & fs::perms::group_read, fs::perms::none);
 
+  {
+    // The invite endpoint: the control key from node.json, and fields checked.
+    std::ifstream nf(fs::path(home) / "node.json");
+    json node = json::parse(nf);
+    httplib::Client http("127.0.0.1", line["port"].get<int>());
+    auto res = http.Post("/mesh/invite", "{}", "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 403) << res->body;
+    httplib::Headers h{{"X-Llmesh-Control", node["control_key"].get<std::string>()}};
+    res = http.Post("/mesh/invite", h, R"({"expires_in": "soon"})", "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << res->body;
+    EXPECT_NE(res->body.find("expires_in"), std::string::npos) << res->body;
+    res = http.Get("/mesh/status");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+  }
   auto r = llmesh(home, "invite --expires banana 2>&1");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("--expires"), std::string::npos) << r.output;
