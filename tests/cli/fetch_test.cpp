@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "mesh/fetch/fetch_fixture.h"
 #include "package/package_writer.h"
 #include "subprocess.h"
 #include "test_paths.h"
@@ -36,50 +37,8 @@ std::string read_all(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// Serves a directory (read into memory) under /pkg/ and records the paths requested.
-class PackageServer {
- public:
-  explicit PackageServer(const fs::path& dir) {
-    for (auto& e : fs::recursive_directory_iterator(dir))
-      if (e.is_regular_file()) files_[fs::relative(e.path(), dir).generic_string()] = read_all(e.path());
-    svr_.Get("/pkg/(.*)", [this](const httplib::Request& req, httplib::Response& res) {
-      std::string path = req.matches[1];
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        requested_.push_back(path);
-      }
-      auto it = files_.find(path);
-      if (it == files_.end()) {
-        res.status = 404;
-        res.set_content("Entry not found", "text/plain");
-        return;
-      }
-      res.set_content(it->second, "application/octet-stream");
-    });
-    port_ = svr_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { svr_.listen_after_bind(); });
-    for (int i = 0; i < 500 && !svr_.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  ~PackageServer() {
-    svr_.stop();
-    thread_.join();
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/pkg/"; }
-  std::set<std::string> take_requested() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::set<std::string> s(requested_.begin(), requested_.end());
-    requested_.clear();
-    return s;
-  }
+using mesh::test::PackageServer;
 
- private:
-  std::map<std::string, std::string> files_;
-  httplib::Server svr_;
-  std::mutex mu_;
-  std::vector<std::string> requested_;
-  int port_ = 0;
-  std::thread thread_;
-};
 
 struct Package {
   fs::path dir = scratch("pkg");

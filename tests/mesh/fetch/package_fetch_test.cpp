@@ -28,51 +28,8 @@ namespace {
 namespace fs = std::filesystem;
 using test::TempDir;
 
-// Serves the files of a directory (read into memory) under /pkg/, with Range support, and
-// records the paths requested.
-class PackageServer {
- public:
-  std::map<std::string, std::string> files;
-  explicit PackageServer(const fs::path& dir) {
-    for (auto& e : fs::recursive_directory_iterator(dir))
-      if (e.is_regular_file()) files[fs::relative(e.path(), dir).generic_string()] = test::read_all(e.path());
-    svr_.Get("/pkg/(.*)", [this](const httplib::Request& req, httplib::Response& res) {
-      std::string path = req.matches[1];
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        requested_.push_back(path);
-      }
-      auto it = files.find(path);
-      if (it == files.end()) {
-        res.status = 404;
-        res.set_content("Entry not found", "text/plain");
-        return;
-      }
-      res.set_content(it->second, "application/octet-stream");
-    });
-    port_ = svr_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { svr_.listen_after_bind(); });
-    for (int i = 0; i < 500 && !svr_.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  ~PackageServer() {
-    svr_.stop();
-    thread_.join();
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/pkg/"; }
-  std::set<std::string> take_requested() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::set<std::string> s(requested_.begin(), requested_.end());
-    requested_.clear();
-    return s;
-  }
+using test::PackageServer;
 
- private:
-  httplib::Server svr_;
-  std::mutex mu_;
-  std::vector<std::string> requested_;
-  int port_ = 0;
-  std::thread thread_;
-};
 
 const std::string kModel = "stories260K-f32.gguf";
 
