@@ -118,6 +118,19 @@ def wait_until(pred, timeout, step=0.02):
     return False
 
 
+def time_until_all_see_dead(victim, watchers, timeout=30):
+    """kill -9 the victim; seconds until every watcher's /mesh/status says it is dead (None: not all did)."""
+    victim.kill9()
+    t0 = time.monotonic()
+    seen = {}
+    while len(seen) < len(watchers) and time.monotonic() - t0 < timeout:
+        for w in watchers:
+            if w.id not in seen and w.statuses().get(victim.id) == "dead":
+                seen[w.id] = time.monotonic() - t0
+        time.sleep(0.02)
+    return max(seen.values()) if len(seen) == len(watchers) else None
+
+
 def measure_join(b, runs):
     seed = b.server("join-seed")
     token = seed.invite()
@@ -146,17 +159,10 @@ def measure_kill(b, runs, size=5):
     for r in range(runs):
         victim = others[r % len(others)]
         watchers = [n for n in nodes if n is not victim]
-        victim.kill9()
-        t0 = time.monotonic()
-        seen = {}
-        while len(seen) < len(watchers) and time.monotonic() - t0 < 30:
-            for w in watchers:
-                if w.id not in seen and w.statuses().get(victim.id) == "dead":
-                    seen[w.id] = time.monotonic() - t0
-            time.sleep(0.02)
-        if len(seen) < len(watchers):
+        took = time_until_all_see_dead(victim, watchers)
+        if took is None:
             raise RuntimeError(f"run {r}: not every node saw the kill within 30 s")
-        times.append(max(seen.values()))
+        times.append(took)
         log(f"mesh_bench: kill run {r}: every node knew after {times[-1]:.2f} s")
         victim.start()  # same home: same identity, rejoins through peers.json
         if not wait_until(lambda: all(n.statuses().get(victim.id) == "alive" for n in watchers), 20):
@@ -197,14 +203,7 @@ def measure_gossip(b, size, idle):
     # A kill -9 in the big mesh: until every one of the others knows.
     victim = nodes[size // 2]
     watchers = [n for n in nodes if n is not victim]
-    victim.kill9()
-    t0 = time.monotonic()
-    seen = {}
-    while len(seen) < len(watchers) and time.monotonic() - t0 < 30:
-        for w in watchers:
-            if w.id not in seen and w.statuses().get(victim.id) == "dead":
-                seen[w.id] = time.monotonic() - t0
-    kill_all = max(seen.values()) if len(seen) == len(watchers) else None
+    kill_all = time_until_all_see_dead(victim, watchers)
     for n in list(b.nodes):
         n.stop()
     b.nodes.clear()
