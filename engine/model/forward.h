@@ -23,6 +23,10 @@ struct Batch {
   std::vector<int32_t> pos;     // position of each token in its sequence
   std::vector<int32_t> seq;     // sequence slot of each token
   std::vector<uint8_t> output;  // 1: return this token's logits (last stage only)
+  // Optional, one per output token: how many of the largest logits the caller's sampling needs
+  // (0: the whole row). A local forward pass ignores it; a pipeline's last stage sends only
+  // those candidates back (docs/stages.md), so the rest of the row reads -infinity.
+  std::vector<int32_t> out_top;
 
   int n_tokens() const { return static_cast<int>(pos.size()); }
   void add(int32_t token, int32_t p, int32_t s, bool want_logits) {
@@ -31,7 +35,14 @@ struct Batch {
     seq.push_back(s);
     output.push_back(want_logits ? 1 : 0);
   }
-  void clear() { tokens.clear(); hidden.clear(); pos.clear(); seq.clear(); output.clear(); }
+  void clear() {
+    tokens.clear();
+    hidden.clear();
+    pos.clear();
+    seq.clear();
+    output.clear();
+    out_top.clear();
+  }
 };
 
 class Forward {

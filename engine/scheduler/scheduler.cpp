@@ -57,6 +57,17 @@ struct PendingStats {
   uint64_t cached = 0, prefill = 0, generated = 0, steps = 0;
 };
 
+// How many of a row's largest logits sampling this request can look at (0: all of them):
+// greedy needs the top one, top-k sampling its k; penalties, logit bias and logprobs read the
+// whole row. Exact: the sampler cuts to the top k (ties: lower id) before anything else.
+int32_t logits_needed(const GenerationRequest& r) {
+  const SamplingParams& s = r.sampling;
+  if (r.top_logprobs >= 0 || !r.logit_bias.empty()) return 0;
+  if (s.repeat_penalty != 1.0f || s.frequency_penalty != 0.0f || s.presence_penalty != 0.0f) return 0;
+  if (s.temperature <= 0) return 1;
+  return s.top_k > 0 ? s.top_k : 0;
+}
+
 size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
   size_t n = std::min(a.size(), b.size()), i = 0;
   while (i < n && a[i] == b[i]) ++i;
@@ -265,6 +276,7 @@ void Scheduler::Impl::step() {
     r->chunk = 0;
     r->out_row = n_out++;
     batch.add(r->next_token, static_cast<int32_t>(slots[i].tokens.size()), i, true);
+    batch.out_top.push_back(logits_needed(r->req));
     in_batch.push_back(r);
   }
   allocate_prefill();
@@ -275,7 +287,10 @@ void Scheduler::Impl::step() {
     for (int k = 0; k < r->chunk; ++k) {
       const size_t pos = r->prompt_done + k;
       const bool last = pos + 1 == prompt.size();  // only the prompt's last token needs logits
-      if (last) r->out_row = n_out++;
+      if (last) {
+        r->out_row = n_out++;
+        batch.out_top.push_back(logits_needed(r->req));
+      }
       batch.add(prompt[pos], static_cast<int32_t>(pos), r->slot, last);
     }
     in_batch.push_back(r);
