@@ -80,6 +80,7 @@ struct StatusOptions {
 
 std::string fmt_bytes(uint64_t b) {
   if (b == 0) return "-";
+  if (b < (100ull << 20)) return fmt::format("{:.1f}M", static_cast<double>(b) / (1u << 20));
   return fmt::format("{:.1f}G", static_cast<double>(b) / (1u << 30));
 }
 
@@ -113,8 +114,14 @@ int run_status(StatusOptions& o) {
       for (auto& md : st["models"]) {
         if (!models.empty()) models += ",";
         models += md.value("name", "?");
-        if (md.contains("loaded") && md["loaded"].is_object())
-          models += fmt::format(" [{}-{})", md["loaded"].value("first", 0), md["loaded"].value("last", 0));
+        // A layer range when the node holds part of the model (a pipeline stage).
+        const int total = md.value("total_layers", 0);
+        const json ld = md.value("layers_loaded", json::array());
+        if (ld.is_array() && ld.size() == 2 && total > 0) {
+          const int a = ld[0].get<int>(), b = ld[1].get<int>();
+          if (a != 0 || b != total) models += b > a ? fmt::format(" [{}-{})/{}", a, b, total) : fmt::format(" -/{}", total);
+        }
+        if (md.value("entry", false)) models += " entry";
       }
     std::string load = "-";
     if (st.contains("load"))
@@ -127,6 +134,32 @@ int run_status(StatusOptions& o) {
                 st.value("api_address", "-").c_str(), models.empty() ? "-" : models.c_str(), load.c_str(), rtt.c_str(),
                 hw.value("cores", 0), fmt_bytes(hw.value("free_ram_bytes", uint64_t{0})).c_str(),
                 fmt_bytes(hw.value("ram_bytes", uint64_t{0})).c_str());
+  }
+  if (s.contains("split") && s["split"].is_object()) {
+    const json& sp = s["split"];
+    const json layers = sp.value("layers", json::array({0, 0}));
+    std::string line = fmt::format("split: {} ({} layers): this node runs ", sp.value("model", "?"), sp.value("n_layer", 0));
+    line += layers[1].get<int>() > layers[0].get<int>() ? fmt::format("[{}, {})", layers[0].get<int>(), layers[1].get<int>())
+                                                        : std::string("no layers");
+    line += sp.value("entry", false) ? ", answers requests" : ", no route over all layers yet";
+    std::printf("%s\n", line.c_str());
+    if (sp.contains("plan")) {
+      std::string st;
+      for (const auto& stg : sp["plan"].value("stages", json::array()))
+        st += fmt::format(" {}[{},{})", stg.value("node", "").substr(0, 12), stg.value("first", 0), stg.value("last", 0));
+      std::printf("plan epoch %llu:%s\n", static_cast<unsigned long long>(sp["plan"].value("epoch", uint64_t{0})), st.c_str());
+    } else if (sp.contains("plan_error")) {
+      std::printf("plan: none yet: %s\n", sp["plan_error"].get<std::string>().c_str());
+    }
+    if (sp.contains("pipeline")) {
+      const json& pp = sp["pipeline"];
+      std::string r;
+      for (const auto& h : pp.value("route", json::array()))
+        r += fmt::format(" {}[{},{})", h.value("node", "").substr(0, 12), h["layers"][0].get<int>(), h["layers"][1].get<int>());
+      std::printf("route:%s  (%llu steps, %llu recoveries)\n", r.empty() ? " none yet" : r.c_str(),
+                  static_cast<unsigned long long>(pp.value("steps", uint64_t{0})),
+                  static_cast<unsigned long long>(pp.value("recoveries", uint64_t{0})));
+    }
   }
   const auto& g = s["gossip"];
   std::printf("gossip: %.0f bytes/s sent by this node (%llu sent, %llu received)\n",

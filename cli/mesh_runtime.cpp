@@ -199,6 +199,7 @@ gossip::NodeState MeshRuntime::load_state() const {
     s.load.queued = static_cast<uint32_t>(st.queued);
     s.load.parallel_slots = static_cast<uint32_t>(st.n_parallel);
   }
+  if (local_.describe) local_.describe(s);
   return s;
 }
 
@@ -212,7 +213,9 @@ void MeshRuntime::add_endpoints(api::ApiServer& server) {
                                                       control_key_.size()));
   };
   server.add_endpoint("GET", "/mesh/status", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(node_->status_json().dump(), "application/json");
+    json st = node_->status_json();
+    if (local_.split_status) st["split"] = local_.split_status();
+    res.set_content(st.dump(), "application/json");
   });
   // Invites carry the mesh secret: only a caller that can read this node's node.json (its own
   // user on this machine) gets one.
@@ -271,10 +274,11 @@ json MeshRuntime::on_listening(int api_port) {
   fo.log = [q = quiet_](const std::string& line) {
     if (!q) std::fprintf(stderr, "%s\n", line.c_str());
   };
-  if (local_.model) {
-    forward_ = std::make_unique<mesh::ForwardServer>(fo);
+  if (local_.model || local_.take_stream) {
+    if (local_.model) forward_ = std::make_unique<mesh::ForwardServer>(fo);
     node_->set_stream_handler([this](std::shared_ptr<mesh::Stream> s) {
-      if (mesh::routing::stream_type(s->header()) == "http")
+      if (local_.take_stream && local_.take_stream(s)) return;
+      if (forward_ && mesh::routing::stream_type(s->header()) == "http")
         forward_->accept(std::move(s));
       else
         s->reset(mesh::ResetCode::NO_HANDLER);
@@ -368,6 +372,7 @@ void MeshRuntime::refresh_state_loop() {
       double rounded = tps < 1 ? 0 : std::pow(2.0, std::round(std::log2(tps) * 2) / 2);
       s.load.tokens_per_second = std::round(rounded * 10) / 10;
       if (hw) s.hardware = *hw;
+      if (local_.describe) local_.describe(s);
     });
   }
 }

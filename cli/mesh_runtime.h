@@ -41,6 +41,12 @@ struct LocalNode {
   int threads = 1;
   std::string api_key;
   std::string api_host;  // where the API listens
+  // A split model (cli/split_serving.h): edits the record after the usual fields are filled
+  // (layer range held, entry and split flags, plan, free memory within --memory), takes the
+  // stage streams, and adds its state to /mesh/status as "split".
+  std::function<void(gossip::NodeState&)> describe;
+  std::function<bool(std::shared_ptr<mesh::Stream>&)> take_stream;
+  std::function<nlohmann::json()> split_status;
 };
 
 class MeshRuntime {

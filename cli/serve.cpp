@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/engine_options.h"
 #include "cli/mesh_runtime.h"
+#include "cli/split_serving.h"
 #include "scheduler/scheduler.h"
 #include "server/api_server.h"
 #include "tokenizer/tokenizer.h"
@@ -30,6 +31,7 @@ struct ServeOptions {
   bool json = false;
   bool quiet = false;
   MeshCliOptions mesh;
+  SplitOptions split;
 };
 
 bool is_loopback(const std::string& host) {
@@ -45,9 +47,22 @@ int run_serve(ServeOptions& o) {
                  "address can use the model. Set --api-key or LLMESH_API_KEY.\n",
                  o.listen.c_str());
 
-  LoadedEngine e = load_engine(o.engine, o.parallel);
-  auto tok = Tokenizer::from_gguf(e.model->file());
-  LocalBatchModel batch_model(*e.forward);
+  // A split model: this node holds the embeddings and maybe a layer range; the rest is the
+  // mesh's (cli/split_serving.h). Otherwise the whole model is loaded here.
+  std::unique_ptr<SplitServing> split;
+  LoadedEngine e;
+  std::unique_ptr<LocalBatchModel> local_model;
+  if (o.split.enabled()) {
+    if (o.mesh.no_mesh) throw std::invalid_argument("--layers and --split need the mesh: drop --no-mesh");
+    o.split.name = o.name;
+    split = std::make_unique<SplitServing>(o.engine, o.split, o.parallel, o.quiet);
+  } else {
+    e = load_engine(o.engine, o.parallel);
+    local_model = std::make_unique<LocalBatchModel>(*e.forward);
+  }
+  const Model& entry_model = split ? split->entry_model() : *e.model;
+  auto tok = Tokenizer::from_gguf(entry_model.file());
+  BatchModel& batch_model = split ? split->batch_model() : *local_model;
   SchedulerOptions so;
   so.n_parallel = o.parallel;
   so.max_queue = o.max_queue;
@@ -56,13 +71,16 @@ int run_serve(ServeOptions& o) {
 
   api::ServedModel sm;
   // The id clients use: --name, else a package's model id, else the file name without .gguf.
-  sm.id = !o.name.empty() ? o.name : !e.model_id.empty() ? e.model_id : std::filesystem::path(o.engine.model).stem().string();
+  sm.id = split ? split->model_id()
+          : !o.name.empty() ? o.name
+          : !e.model_id.empty() ? e.model_id
+                                : std::filesystem::path(o.engine.model).stem().string();
   sm.aliases = o.aliases;
   struct stat st {};
   if (stat(o.engine.model.c_str(), &st) == 0) sm.created = st.st_mtime;
   sm.tokenizer = tok.get();
   sm.scheduler = &scheduler;
-  const auto& cfg = e.model->config();
+  const auto& cfg = entry_model.config();
   sm.info = {{"architecture", cfg.arch_name}, {"n_layer", cfg.n_layer}, {"n_ctx_train", cfg.n_ctx_train},
              {"n_vocab", cfg.n_vocab}};
 
@@ -75,7 +93,7 @@ int run_serve(ServeOptions& o) {
     ss << in.rdbuf();
     source = ss.str();
     origin = o.chat_template;
-  } else if (auto t = e.model->file().opt_string("tokenizer.chat_template")) {
+  } else if (auto t = entry_model.file().opt_string("tokenizer.chat_template")) {
     source = *t;
     origin = "the model's tokenizer.chat_template";
   }
@@ -109,10 +127,17 @@ int run_serve(ServeOptions& o) {
     LocalNode local;
     local.role = gossip::Role::server;
     local.model = &sm;
-    local.threads = static_cast<int>(e.pool->size());
+    local.threads = split ? split->threads() : static_cast<int>(e.pool->size());
+    if (split) {
+      SplitServing* sp = split.get();
+      local.describe = [sp](gossip::NodeState& st) { sp->describe(st); };
+      local.take_stream = [sp](std::shared_ptr<mesh::Stream>& st) { return sp->take_stream(st); };
+      local.split_status = [sp] { return sp->status_json(); };
+    }
     local.api_key = o.api_key;
     local.api_host = o.listen;
     mesh = std::make_unique<MeshRuntime>(o.mesh, local, o.quiet);
+    if (split) split->attach(mesh->node());
   }
   api::ApiServer server(&sm, so2, mesh ? mesh->router() : nullptr);
   api::ServeHooks hooks;
@@ -121,7 +146,9 @@ int run_serve(ServeOptions& o) {
     hooks.on_listening = [&](int port) { return mesh->on_listening(port); };
     hooks.on_stopping = [&] { mesh->on_stopping(); };
   }
-  return api::serve_until_signal(server, so2, o.json, hooks);
+  int rc = api::serve_until_signal(server, so2, o.json, hooks);
+  if (split) split->stop();
+  return rc;
 }
 
 }  // namespace
@@ -146,6 +173,7 @@ Runner add_serve(CLI::App& app) {
   sub->add_flag("--json", o->json, "Print the listening address as one JSON line");
   sub->add_flag("-q,--quiet", o->quiet, "No log line per request on stderr");
   add_mesh_options(sub, o->mesh, /*client=*/false);
+  add_split_options(sub, o->split);
   return [o] { return run_serve(*o); };
 }
 

@@ -9,7 +9,7 @@ KvCache::KvCache(const ModelConfig& cfg, int first_layer, int last_layer, const 
       n_seq_(opt.n_seq), kv_dim_(cfg.kv_dim()), type_(opt.type) {
   if (type_ != DType::F16 && type_ != DType::F32)
     throw std::runtime_error("KV cache type must be F16 or F32, not " + dtype_name(type_));
-  if (n_ctx_ <= 0 || n_seq_ <= 0 || n_layers_ <= 0)
+  if (n_ctx_ <= 0 || n_seq_ <= 0 || n_layers_ < 0)
     throw std::runtime_error(fmt::format("invalid KV cache size: {} positions x {} sequences x {} layers",
                                          n_ctx_, n_seq_, n_layers_));
   row_bytes_ = static_cast<size_t>(kv_dim_) * (type_ == DType::F16 ? 2 : 4);

@@ -109,7 +109,8 @@ std::unique_ptr<Model> Model::load(std::vector<std::shared_ptr<const GgufFile>> 
   m->cfg_ = ModelConfig::from_gguf(f);
   const ModelConfig& c = m->cfg_;
   int first = opt.layers.first, last = opt.layers.last < 0 ? c.n_layer : opt.layers.last;
-  if (first < 0 || first >= last || last > c.n_layer)
+  // [0, 0) is the embedding table alone: a pipeline entry whose layers all run on stages.
+  if (first < 0 || (first >= last && !(first == 0 && last == 0)) || last > c.n_layer)
     throw std::runtime_error(fmt::format("{}: layer range [{}, {}) is invalid for a model with {} layers",
                                          f.path(), first, last, c.n_layer));
   m->first_ = first;

@@ -102,7 +102,7 @@ bool is_safe_relative_path(std::string_view path) {
 
 std::vector<const Artifact*> PackageManifest::needed_for(int first, int last) const {
   if (last < 0) last = n_layer;
-  if (first < 0 || first >= last || last > n_layer)
+  if (first < 0 || (first >= last && !(first == 0 && last == 0)) || last > n_layer)
     throw std::invalid_argument(fmt::format("layer range [{}, {}) is invalid for a package with {} layers",
                                             first, last, n_layer));
   std::vector<const Artifact*> out;

@@ -43,6 +43,9 @@ json to_wire(const NodeState& s) {
     if (!m.aliases.empty()) mj["al"] = m.aliases;
     if (m.context_length != 0) mj["cx"] = m.context_length;
     if (m.created != 0) mj["cr"] = m.created;
+    if (m.entry) mj["en"] = true;
+    if (m.split) mj["sp"] = true;
+    if (!m.plan.empty()) mj["pl"] = m.plan;
     models.push_back(std::move(mj));
   }
   json load = {{"a", s.load.active_requests}, {"q", s.load.queued}, {"p", s.load.parallel_slots},
@@ -99,6 +102,9 @@ NodeState node_state_from_wire(const json& v) {
         else
           throw WireError("field 'cr': expected a 64-bit integer");
       }
+      m.entry = read_bool(mj, "en");
+      m.split = read_bool(mj, "sp");
+      m.plan = read_string(mj, "pl", kMaxStateString);
       s.models.push_back(std::move(m));
     }
   }
@@ -132,7 +138,10 @@ json to_json(const NodeState& s) {
                       {"layers_on_disk", std::move(disk)},
                       {"aliases", m.aliases},
                       {"context_length", m.context_length},
-                      {"created", m.created}});
+                      {"created", m.created},
+                      {"entry", m.entry},
+                      {"split", m.split},
+                      {"plan", m.plan}});
   }
   return {{"role", role_name(s.role)},
           {"api_address", s.api_address},

@@ -33,6 +33,13 @@ struct ModelInfo {
   std::vector<std::string> aliases{};  // more names the model answers to (routing)
   std::uint32_t context_length = 0;  // tokens per request the node serves (0: unknown)
   std::int64_t created = 0;          // unix seconds, for /v1/models (0: unknown)
+  // A split model (docs/stages.md): `entry` = this node answers API requests for the model
+  // through a pipeline of stages (it holds `loaded`, maybe nothing but the embeddings);
+  // `split` = the placement planner may give this node layers of the model (serve --split);
+  // `plan` = the digest of the placement plan the node follows (nodes that agree show the same).
+  bool entry = false;
+  bool split = false;
+  std::string plan{};
   bool operator==(const ModelInfo&) const = default;
 };
 

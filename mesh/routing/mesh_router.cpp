@@ -9,6 +9,7 @@ namespace llmesh::mesh {
 namespace routing {
 
 bool serves_whole(const gossip::ModelInfo& m) {
+  if (m.entry) return true;  // through a pipeline of stages
   if (m.total_layers == 0) return true;
   return m.loaded.first == 0 && m.loaded.last >= m.total_layers;
 }

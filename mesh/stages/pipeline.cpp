@@ -41,7 +41,9 @@ std::optional<std::vector<StageHop>> find_route(const std::vector<StageCandidate
 
 struct PipelineBatchModel::Link {
   StageHop hop;
-  std::shared_ptr<Stream> stream;
+  std::shared_ptr<Stream> stream;            // a stage on another node
+  std::unique_ptr<LocalStageSession> local;  // the stage on this node
+  HiddenFormat format = HiddenFormat::F16;   // of the hidden states this hop takes and returns
 };
 
 PipelineBatchModel::PipelineBatchModel(Forward& local, Transport& transport, CandidateSource candidates,
@@ -93,7 +95,7 @@ void PipelineBatchModel::truncate(int slot, int n) {
 void PipelineBatchModel::drop_route(const std::string& why) {
   for (auto& l : links_)
     if (l && l->stream) l->stream->reset(ResetCode::CANCEL);
-  links_.clear();
+  links_.clear();  // and local sessions: their KV is freed
   route_.clear();
   std::fill(remote_len_.begin(), remote_len_.end(), 0);
   pending_truncate_.clear();  // the next stages start empty
@@ -156,44 +158,45 @@ void PipelineBatchModel::ensure_route(bool recovering) {
 
 PipelineBatchModel::Link& PipelineBatchModel::link(size_t i) {
   Link& l = *links_.at(i);
-  if (l.stream) return l;
-  if (!transport_.connected(l.hop.node) && opt_.connect) opt_.connect(l.hop.node);
+  if (l.stream || l.local) return l;
   StageOpen o;
   o.model = opt_.model_id;
   o.first = l.hop.first;
   o.last = l.hop.last;
   o.n_seq = local_.cache().n_seq();
   o.n_ctx = local_.cache().n_ctx();
-  o.format = opt_.format;
+  if (l.hop.node == transport_.id()) {
+    o.format = l.format = HiddenFormat::F32;  // no network: exact
+    try {
+      if (opt_.open_local) l.local = opt_.open_local(o);
+    } catch (const std::exception& e) {
+      throw StageFailure(l.hop.node, fmt::format("this node's own stage [{}, {}): {}", o.first, o.last, e.what()));
+    }
+    if (!l.local)
+      throw StageFailure(l.hop.node, fmt::format("this node no longer runs layers [{}, {})", o.first, o.last));
+    return l;
+  }
+  if (!transport_.connected(l.hop.node) && opt_.connect) opt_.connect(l.hop.node);
+  o.format = l.format = opt_.format;
   l.stream = transport_.open_stream(l.hop.node, encode_open(o));
   if (!l.stream) throw StageFailure(l.hop.node, fmt::format("stage {} is not connected", l.hop.node.short_hex()));
   return l;
 }
 
-void PipelineBatchModel::forward_through(const Batch& b, bool want_logits, size_t out_offset) {
-  const int T = b.n_tokens();
-  const size_t E = static_cast<size_t>(cfg_.n_embd);
-  const size_t V = static_cast<size_t>(cfg_.n_vocab);
-  std::span<const float> hidden = local_.run(b);
-  StepRequest req;
-  req.pos = b.pos;
-  req.seq = b.seq;
-  req.output.assign(static_cast<size_t>(T), 0);
-  int n_out = 0;
-  if (want_logits) {
-    req.output = b.output;
-    for (uint8_t o : b.output) n_out += o;
-    req.out_top = b.out_top;
-    req.out_top.resize(static_cast<size_t>(n_out), 0);
-  }
-  req.truncate = pending_truncate_;
-  req.hidden = encode_hidden(hidden.subspan(0, static_cast<size_t>(T) * E), E, opt_.format);
-  for (size_t i = 0; i < route_.size(); ++i) {
-    Link& l = link(i);
-    const bool last = i + 1 == route_.size();
-    req.id = next_id_++;
+// One step on one hop: in process for this node's own stage, else over the hop's stream,
+// watching the node's liveness while waiting.
+StepReply PipelineBatchModel::exchange(Link& l, const StepRequest& req, bool last, int n_out) {
+  const NodeId node = l.hop.node;
+  StepReply rep;
+  if (l.local) {
+    StepRequest copy = req;
+    try {
+      rep = l.local->step(copy);
+    } catch (const std::exception& e) {
+      throw StageFailure(node, e.what());
+    }
+  } else {
     std::vector<uint8_t> msg = encode_step(req);
-    const NodeId node = l.hop.node;
     auto st = l.stream->write(msg, opt_.step_timeout);
     if (st != Stream::Status::OK) {
       auto code = l.stream->reset_code();
@@ -215,46 +218,76 @@ void PipelineBatchModel::forward_through(const Batch& b, bool want_logits, size_
     }
     if (r.status != Stream::Status::OK) {
       auto code = l.stream->reset_code();
-      throw StageFailure(node, fmt::format("stage {} [{}, {}) broke off: {}", node.short_hex(), l.hop.first, l.hop.last,
-                                           code ? describe_stage_reset(*code)
-                                                : r.status == Stream::Status::END ? std::string("stream ended")
-                                                                                   : std::string("connection closed")));
+      throw StageFailure(node, fmt::format("stage {} [{}, {}) broke off: {}", node.short_hex(), l.hop.first,
+                                           l.hop.last,
+                                           code                                ? describe_stage_reset(*code)
+                                           : r.status == Stream::Status::END ? std::string("stream ended")
+                                                                               : std::string("connection closed")));
     }
-    StepReply rep;
     try {
-      rep = decode_reply(r.message, last, T, n_out, cfg_.n_embd, cfg_.n_vocab, opt_.format);
+      rep = decode_reply(r.message, last, req.n_tokens(), n_out, cfg_.n_embd, cfg_.n_vocab, l.format);
     } catch (const std::exception& e) {
       throw StageFailure(node, fmt::format("stage {}: {}", node.short_hex(), e.what()));
     }
-    {
-      std::lock_guard lk(stats_mu_);
-      ++stats_.stage_messages;
-      stats_.bytes_sent += msg.size();
-      stats_.bytes_received += r.message.size();
+    std::lock_guard lk(stats_mu_);
+    ++stats_.stage_messages;
+    stats_.bytes_sent += msg.size();
+    stats_.bytes_received += r.message.size();
+  }
+  if (rep.id != req.id)
+    throw StageFailure(node, fmt::format("stage {} answered step {} instead of {}", node.short_hex(), rep.id, req.id));
+  if (rep.error)
+    throw std::runtime_error(fmt::format("stage {} [{}, {}) could not run the step: {}", node.short_hex(), l.hop.first,
+                                         l.hop.last, rep.message));
+  return rep;
+}
+
+void PipelineBatchModel::forward_through(const Batch& b, bool want_logits, size_t out_offset) {
+  const int T = b.n_tokens();
+  const size_t E = static_cast<size_t>(cfg_.n_embd);
+  const size_t V = static_cast<size_t>(cfg_.n_vocab);
+  std::span<const float> hidden = local_.run(b);
+  StepRequest req;
+  req.pos = b.pos;
+  req.seq = b.seq;
+  req.output.assign(static_cast<size_t>(T), 0);
+  int n_out = 0;
+  if (want_logits) {
+    req.output = b.output;
+    for (uint8_t o : b.output) n_out += o;
+    req.out_top = b.out_top;
+    req.out_top.resize(static_cast<size_t>(n_out), 0);
+  }
+  req.truncate = pending_truncate_;
+  std::vector<float> tmp;
+  HiddenFormat have = HiddenFormat::F32;
+  req.hidden = encode_hidden(hidden.subspan(0, static_cast<size_t>(T) * E), E, have);
+  StepReply rep;
+  for (size_t i = 0; i < route_.size(); ++i) {
+    Link& l = link(i);
+    req.id = next_id_++;
+    if (l.format != have) {  // F32 from the entry or a local hop, the stream's format on the wire
+      decode_hidden(req.hidden, static_cast<size_t>(T), E, have, tmp);
+      req.hidden = encode_hidden(tmp, E, l.format);
+      have = l.format;
     }
-    if (rep.id != req.id)
-      throw StageFailure(node, fmt::format("stage {} answered step {} instead of {}", node.short_hex(), rep.id, req.id));
-    if (rep.error)
-      throw std::runtime_error(fmt::format("stage {} [{}, {}) could not run the step: {}", node.short_hex(),
-                                           l.hop.first, l.hop.last, rep.message));
-    if (!last) {
-      req.hidden = std::move(rep.hidden);
-      continue;
-    }
-    // Candidates back into whole rows; what sampling does not look at reads -infinity.
-    size_t id_at = 0, val_at = 0;
-    for (int row = 0; row < n_out; ++row) {
-      float* dst = logits_.data() + (out_offset + static_cast<size_t>(row)) * V;
-      const int32_t k = rep.row_k[static_cast<size_t>(row)];
-      if (k == 0) {
-        std::copy_n(rep.logits.data() + val_at, V, dst);
-        val_at += V;
-      } else {
-        std::fill(dst, dst + V, -std::numeric_limits<float>::infinity());
-        for (int32_t j = 0; j < k; ++j) dst[rep.ids[id_at + static_cast<size_t>(j)]] = rep.logits[val_at + static_cast<size_t>(j)];
-        id_at += static_cast<size_t>(k);
-        val_at += static_cast<size_t>(k);
-      }
+    rep = exchange(l, req, i + 1 == route_.size(), n_out);
+    req.hidden = std::move(rep.hidden);
+  }
+  // Candidates back into whole rows; what sampling does not look at reads -infinity.
+  size_t id_at = 0, val_at = 0;
+  for (int row = 0; row < n_out; ++row) {
+    float* dst = logits_.data() + (out_offset + static_cast<size_t>(row)) * V;
+    const int32_t k = rep.row_k[static_cast<size_t>(row)];
+    if (k == 0) {
+      std::copy_n(rep.logits.data() + val_at, V, dst);
+      val_at += V;
+    } else {
+      std::fill(dst, dst + V, -std::numeric_limits<float>::infinity());
+      for (int32_t j = 0; j < k; ++j)
+        dst[rep.ids[id_at + static_cast<size_t>(j)]] = rep.logits[val_at + static_cast<size_t>(j)];
+      id_at += static_cast<size_t>(k);
+      val_at += static_cast<size_t>(k);
     }
   }
   pending_truncate_.clear();

@@ -1,6 +1,7 @@
-// The entry side of a split model (docs/stages.md): a BatchModel whose forward pass runs the
-// entry node's own layers [0, k) and then sends the hidden states through the stages holding
-// the rest, one stream per stage, and turns the last stage's candidates back into logit rows
+// The entry side of a split model (docs/stages.md): a BatchModel whose forward pass embeds the
+// tokens and runs the entry's own leading layers [0, k) (k may be 0), then sends the hidden
+// states through the stages holding the rest, one stream per stage (a stage on this very node
+// runs in process), and turns the last stage's candidates back into logit rows
 // for the scheduler. The scheduler above it is unchanged: continuous batching, prefix reuse,
 // cancellation all work on a split model as on one node.
 //
@@ -24,6 +25,7 @@
 #include "model/forward.h"
 #include "scheduler/scheduler.h"
 #include "stages/stage_protocol.h"
+#include "stages/stage_server.h"
 #include "transport/transport.h"
 
 namespace llmesh::mesh::stages {
@@ -65,6 +67,9 @@ struct PipelineOptions {
   size_t max_message = 2u << 20;  // split steps so no step or reply message is larger
   // Dials a node that is not connected yet (from its gossiped address); optional.
   std::function<bool(const NodeId&)> connect;
+  // A hop on this very node (the route passes through the entry's own stage): an in-process
+  // session on the node's stage server, hidden states in F32. Null or nullptr: no local stage.
+  std::function<std::unique_ptr<LocalStageSession>(const StageOpen&)> open_local;
   std::function<void(const std::string&)> log;
 };
 
@@ -95,7 +100,7 @@ class StageFailure : public std::runtime_error {
 
 class PipelineBatchModel : public BatchModel {
  public:
-  // `local` runs layers [0, k) of the model with the embedding (k < n_layer). The transport
+  // `local` runs layers [0, k) of the model with the embedding (0 <= k < n_layer). The transport
   // must stay alive as long as this object.
   PipelineBatchModel(Forward& local, Transport& transport, CandidateSource candidates, AliveCheck alive,
                      PipelineOptions opt);
@@ -117,6 +122,7 @@ class PipelineBatchModel : public BatchModel {
   void ensure_route(bool recovering);
   void replay_missing(const Batch& b);
   void forward_through(const Batch& b, bool want_logits, size_t out_offset);
+  StepReply exchange(Link& l, const StepRequest& req, bool last, int n_out);
   Link& link(size_t i);
   void drop_route(const std::string& why);
 

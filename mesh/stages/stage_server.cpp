@@ -24,11 +24,26 @@ bool is_stage_stream(std::span<const uint8_t> header) {
 }
 
 struct StageServer::Session {
-  std::shared_ptr<Stream> stream;
+  std::shared_ptr<Stream> stream;  // null: an in-process session
   StageOpen open;
   std::unique_ptr<KvCache> cache;
   std::unique_ptr<Forward> forward;
+  Batch batch;
 };
+
+struct LocalStageSession::Impl {
+  std::shared_ptr<StageServer> server;
+  std::shared_ptr<StageServer::Session> session;
+};
+
+LocalStageSession::~LocalStageSession() {
+  if (impl_) impl_->server->release(impl_->session);
+}
+
+StepReply LocalStageSession::step(StepRequest& req) {
+  if (impl_->server->stopping()) throw std::runtime_error("the local stage stopped (its layers moved)");
+  return impl_->server->run_step(*impl_->session, req);
+}
 
 StageServer::StageServer(std::shared_ptr<const Model> model, std::string model_id, StageServerOptions opt)
     : model_(std::move(model)), model_id_(std::move(model_id)), opt_(std::move(opt)), pool_(opt_.threads) {}
@@ -39,11 +54,21 @@ void StageServer::log(const std::string& line) const {
   if (opt_.log) opt_.log(line);
 }
 
+bool StageServer::stopping() const {
+  std::lock_guard lk(mu_);
+  return stopping_;
+}
+
 void StageServer::stop() {
   std::unique_lock lk(mu_);
   stopping_ = true;
-  for (auto& s : sessions_) s->stream->reset(static_cast<ResetCode>(kResetStageStopping));
-  cv_.wait(lk, [&] { return sessions_.empty(); });
+  for (auto& s : sessions_)
+    if (s->stream) s->stream->reset(static_cast<ResetCode>(kResetStageStopping));
+  cv_.wait(lk, [&] {
+    for (auto& s : sessions_)
+      if (s->stream) return false;
+    return true;
+  });
 }
 
 StageServerStats StageServer::stats() const {
@@ -51,36 +76,25 @@ StageServerStats StageServer::stats() const {
   return stats_;
 }
 
-void StageServer::accept(std::shared_ptr<Stream> stream) {
-  auto refuse = [&](uint32_t code, const std::string& why) {
-    log(fmt::format("stage: refused a stream from {}: {}", stream->peer().hex().substr(0, 12), why));
-    {
-      std::lock_guard lk(mu_);
-      ++stats_.errors;
-    }
-    stream->reset(static_cast<ResetCode>(code));
-  };
+std::string StageServer::check_open(const StageOpen& o, uint32_t& code) const {
+  if (o.model != model_id_ || o.first != model_->first_layer() || o.last != model_->last_layer()) {
+    code = kResetStageWrongModel;
+    return fmt::format("asked for {} layers [{}, {}); this node runs {} [{}, {})", o.model, o.first, o.last, model_id_,
+                       model_->first_layer(), model_->last_layer());
+  }
+  if (o.n_ctx > opt_.max_ctx || o.n_seq > opt_.max_seq) {
+    code = kResetStageBusy;
+    return fmt::format("asked for {} slots x {} positions; this stage allows {} x {}", o.n_seq, o.n_ctx, opt_.max_seq,
+                       opt_.max_ctx);
+  }
+  return {};
+}
+
+std::shared_ptr<StageServer::Session> StageServer::make_session(const StageOpen& o, uint32_t& code, std::string& why) {
+  why = check_open(o, code);
+  if (!why.empty()) return nullptr;
   auto s = std::make_shared<Session>();
-  s->stream = stream;
-  try {
-    s->open = decode_open(stream->header());
-  } catch (const std::exception& e) {
-    return refuse(kResetStageBadRequest, e.what());
-  }
-  const StageOpen& o = s->open;
-  if (o.model != model_id_ || o.first != model_->first_layer() || o.last != model_->last_layer())
-    return refuse(kResetStageWrongModel, fmt::format("asked for {} layers [{}, {}); this node runs {} [{}, {})", o.model,
-                                                     o.first, o.last, model_id_, model_->first_layer(),
-                                                     model_->last_layer()));
-  if (o.n_ctx > opt_.max_ctx || o.n_seq > opt_.max_seq)
-    return refuse(kResetStageBusy, fmt::format("asked for {} slots x {} positions; this stage allows {} x {}", o.n_seq,
-                                               o.n_ctx, opt_.max_seq, opt_.max_ctx));
-  {
-    std::lock_guard lk(mu_);
-    if (stopping_) return refuse(kResetStageStopping, "stopping");
-    if (static_cast<int>(sessions_.size()) >= opt_.max_streams)
-      return refuse(kResetStageBusy, fmt::format("{} streams open already", sessions_.size()));
-  }
+  s->open = o;
   try {
     KvCacheOptions kv;
     kv.n_ctx = o.n_ctx;
@@ -88,39 +102,155 @@ void StageServer::accept(std::shared_ptr<Stream> stream) {
     kv.type = opt_.kv_type;
     s->cache = std::make_unique<KvCache>(model_->config(), model_->first_layer(), model_->last_layer(), kv);
   } catch (const std::exception& e) {
-    return refuse(kResetStageBusy, fmt::format("KV cache: {}", e.what()));
+    code = kResetStageBusy;
+    why = fmt::format("KV cache: {}", e.what());
+    return nullptr;
   }
   {
     std::lock_guard lk(mu_);
-    if (stats_.kv_bytes + s->cache->bytes() > opt_.max_kv_bytes)
-      return refuse(kResetStageBusy, fmt::format("KV of {} MiB would pass the {} MiB limit", s->cache->bytes() >> 20,
-                                                 opt_.max_kv_bytes >> 20));
-    if (stopping_) return refuse(kResetStageStopping, "stopping");
+    if (stopping_) {
+      code = kResetStageStopping;
+      why = "stopping";
+      return nullptr;
+    }
+    if (static_cast<int>(sessions_.size()) >= opt_.max_streams) {
+      code = kResetStageBusy;
+      why = fmt::format("{} sessions open already", sessions_.size());
+      return nullptr;
+    }
+    if (stats_.kv_bytes + s->cache->bytes() > opt_.max_kv_bytes) {
+      code = kResetStageBusy;
+      why = fmt::format("KV of {} MiB would pass the {} MiB limit", s->cache->bytes() >> 20, opt_.max_kv_bytes >> 20);
+      return nullptr;
+    }
     stats_.kv_bytes += s->cache->bytes();
     ++stats_.streams;
     ++stats_.streams_total;
     sessions_.push_back(s);
   }
   s->forward = std::make_unique<Forward>(*model_, *s->cache, pool_);
+  return s;
+}
+
+void StageServer::release(const std::shared_ptr<Session>& s) {
+  std::lock_guard lk(mu_);
+  stats_.kv_bytes -= s->cache->bytes();
+  --stats_.streams;
+  sessions_.remove(s);
+  cv_.notify_all();
+}
+
+std::unique_ptr<LocalStageSession> StageServer::open_local(const StageOpen& open) {
+  uint32_t code = 0;
+  std::string why;
+  auto s = make_session(open, code, why);
+  if (!s) throw std::runtime_error(fmt::format("local stage refused: {}", why));
+  std::unique_ptr<LocalStageSession> l(new LocalStageSession());
+  l->impl_ = std::make_unique<LocalStageSession::Impl>();
+  l->impl_->server = shared_from_this();
+  l->impl_->session = std::move(s);
+  log(fmt::format("stage: local session: {} layers [{}, {}), {} slots x {}", open.model, open.first, open.last,
+                  open.n_seq, open.n_ctx));
+  return l;
+}
+
+void StageServer::accept(std::shared_ptr<Stream> stream) {
+  auto refuse = [&](uint32_t code, const std::string& why) {
+    log(fmt::format("stage: refused a stream from {}: {}", stream->peer().short_hex(), why));
+    {
+      std::lock_guard lk(mu_);
+      ++stats_.errors;
+    }
+    stream->reset(static_cast<ResetCode>(code));
+  };
+  StageOpen o;
+  try {
+    o = decode_open(stream->header());
+  } catch (const std::exception& e) {
+    return refuse(kResetStageBadRequest, e.what());
+  }
+  uint32_t code = 0;
+  std::string why;
+  auto s = make_session(o, code, why);
+  if (!s) return refuse(code, why);
+  s->stream = stream;
   std::thread([this, s] {
     serve(s);
-    std::lock_guard lk(mu_);
-    stats_.kv_bytes -= s->cache->bytes();
-    --stats_.streams;
-    sessions_.remove(s);
-    cv_.notify_all();
+    release(s);
   }).detach();
+}
+
+StepReply StageServer::run_step(Session& s, StepRequest& step) {
+  const ModelConfig& cfg = model_->config();
+  const bool last = model_->has_head();
+  Batch& batch = s.batch;
+  StepReply reply;
+  reply.id = step.id;
+  const auto t0 = Clock::now();
+  try {
+    batch.clear();
+    decode_hidden(step.hidden, static_cast<size_t>(step.n_tokens()), static_cast<size_t>(cfg.n_embd), s.open.format,
+                  batch.hidden);
+    batch.pos = std::move(step.pos);
+    batch.seq = std::move(step.seq);
+    batch.output = std::move(step.output);
+    for (auto [seq, n] : step.truncate)
+      if (n < s.cache->length(seq)) s.cache->truncate(seq, n);
+    std::span<const float> out;
+    {
+      std::lock_guard lk(compute_mu_);
+      out = s.forward->run(batch);
+    }
+    reply.compute_us =
+        static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+    if (last) {
+      const int V = cfg.n_vocab;
+      size_t row = 0;
+      for (int32_t k : step.out_top) {
+        const float* r = out.data() + row * static_cast<size_t>(V);
+        if (k <= 0 || k >= V) {
+          reply.row_k.push_back(0);
+          reply.logits.insert(reply.logits.end(), r, r + V);
+        } else {
+          reply.row_k.push_back(k);
+          top_candidates(r, V, k, reply.ids, reply.logits);
+        }
+        ++row;
+      }
+    } else {
+      reply.hidden = encode_hidden(out, static_cast<size_t>(cfg.n_embd), s.open.format);
+    }
+  } catch (const StageFormatError& e) {
+    reply = {};
+    reply.id = step.id;
+    reply.error = kErrStepInvalid;
+    reply.message = e.what();
+  } catch (const std::invalid_argument& e) {
+    reply = {};
+    reply.id = step.id;
+    reply.error = kErrStepInvalid;
+    reply.message = e.what();
+  } catch (const std::exception& e) {
+    reply = {};
+    reply.id = step.id;
+    reply.error = kErrStepFailed;
+    reply.message = e.what();
+  }
+  std::lock_guard lk(mu_);
+  ++stats_.steps;
+  if (reply.error) {
+    ++stats_.errors;
+  } else {
+    stats_.tokens += static_cast<uint64_t>(batch.n_tokens());
+  }
+  return reply;
 }
 
 void StageServer::serve(const std::shared_ptr<Session>& s) {
   const StageOpen& o = s->open;
-  const ModelConfig& cfg = model_->config();
-  const bool last = model_->has_head();
-  const std::string who = s->stream->peer().hex().substr(0, 12);
+  const std::string who = s->stream->peer().short_hex();
   log(fmt::format("stage: session from {}: {} layers [{}, {}), {} slots x {}, hidden {}", who, o.model, o.first, o.last,
                   o.n_seq, o.n_ctx, hidden_format_name(o.format)));
-  Batch batch;
-  std::vector<float> out_hidden;
   for (;;) {
     auto msg = s->stream->read(opt_.idle_ttl);
     if (msg.status == Stream::Status::TIMEOUT) {
@@ -136,74 +266,25 @@ void StageServer::serve(const std::shared_ptr<Session>& s) {
     }
     StepRequest step;
     try {
-      step = decode_step(msg.message, o, cfg.n_embd);
-      batch.clear();
-      decode_hidden(step.hidden, static_cast<size_t>(step.n_tokens()), static_cast<size_t>(cfg.n_embd), o.format,
-                    batch.hidden);
+      step = decode_step(msg.message, o, model_->config().n_embd);
     } catch (const std::exception& e) {
       log(fmt::format("stage: bad step from {}: {}", who, e.what()));
-      std::lock_guard lk(mu_);
-      ++stats_.errors;
+      {
+        std::lock_guard lk(mu_);
+        ++stats_.errors;
+      }
       s->stream->reset(static_cast<ResetCode>(kResetStageBadRequest));
       return;
     }
-    batch.pos = std::move(step.pos);
-    batch.seq = std::move(step.seq);
-    batch.output = std::move(step.output);
-    StepReply reply;
-    reply.id = step.id;
-    const auto t0 = Clock::now();
-    try {
-      for (auto [seq, n] : step.truncate)
-        if (n < s->cache->length(seq)) s->cache->truncate(seq, n);
-      std::span<const float> out;
-      {
-        std::lock_guard lk(compute_mu_);
-        out = s->forward->run(batch);
-      }
-      reply.compute_us = static_cast<uint32_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
-      if (last) {
-        const int V = cfg.n_vocab;
-        size_t row = 0;
-        for (int32_t k : step.out_top) {
-          const float* r = out.data() + row * static_cast<size_t>(V);
-          if (k <= 0 || k >= V) {
-            reply.row_k.push_back(0);
-            reply.logits.insert(reply.logits.end(), r, r + V);
-          } else {
-            reply.row_k.push_back(k);
-            top_candidates(r, V, k, reply.ids, reply.logits);
-          }
-          ++row;
-        }
-      } else {
-        reply.hidden = encode_hidden(out, static_cast<size_t>(cfg.n_embd), o.format);
-      }
-    } catch (const std::invalid_argument& e) {
-      reply = {};
-      reply.id = step.id;
-      reply.error = kErrStepInvalid;
-      reply.message = e.what();
-    } catch (const std::exception& e) {
-      reply = {};
-      reply.id = step.id;
-      reply.error = kErrStepFailed;
-      reply.message = e.what();
-    }
+    const uint64_t id = step.id;
+    StepReply reply = run_step(*s, step);
     std::vector<uint8_t> bytes = encode_reply(reply);
     {
       std::lock_guard lk(mu_);
-      ++stats_.steps;
       stats_.bytes_in += msg.message.size();
       stats_.bytes_out += bytes.size();
-      if (reply.error) {
-        ++stats_.errors;
-      } else {
-        stats_.tokens += static_cast<uint64_t>(batch.n_tokens());
-      }
     }
-    if (reply.error) log(fmt::format("stage: step {} from {} failed: {}", step.id, who, reply.message));
+    if (reply.error) log(fmt::format("stage: step {} from {} failed: {}", id, who, reply.message));
     if (s->stream->write(bytes) != Stream::Status::OK) {
       log(fmt::format("stage: session from {} went away", who));
       return;

@@ -48,7 +48,23 @@ struct StageServerStats {
 
 bool is_stage_stream(std::span<const uint8_t> header);
 
-class StageServer {
+class StageServer;
+
+// The node's own entry reaching its own stage in process (no network, no message encoding):
+// the same steps and replies as a stream session. Keeps the server alive; after the server
+// stops, step() throws.
+class LocalStageSession {
+ public:
+  ~LocalStageSession();
+  StepReply step(StepRequest& req);
+
+ private:
+  friend class StageServer;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class StageServer : public std::enable_shared_from_this<StageServer> {
  public:
   StageServer(std::shared_ptr<const Model> model, std::string model_id, StageServerOptions opt = {});
   ~StageServer();  // stop()
@@ -57,15 +73,26 @@ class StageServer {
 
   // Takes a stream whose OPEN header is a stage OPEN; serves it on a thread of its own.
   void accept(std::shared_ptr<Stream> stream);
-  // Resets every stream (kResetStageStopping) and joins their threads.
+  // An in-process session (see LocalStageSession). Throws std::runtime_error saying why when
+  // the server would refuse the same OPEN from a stream. Needs the server in a shared_ptr.
+  std::unique_ptr<LocalStageSession> open_local(const StageOpen& open);
+  // Resets every stream (kResetStageStopping), waits for their threads; local sessions fail.
   void stop();
+  bool stopping() const;
 
   StageServerStats stats() const;
   const Model& model() const { return *model_; }
   const std::string& model_id() const { return model_id_; }
 
  private:
+  friend class LocalStageSession;
   struct Session;
+  // Empty when the server takes the OPEN; else why not, with the reset code in `code`.
+  std::string check_open(const StageOpen& o, uint32_t& code) const;
+  // Allocates the session's KV within the budget; null (with code/why) when it does not fit.
+  std::shared_ptr<Session> make_session(const StageOpen& o, uint32_t& code, std::string& why);
+  void release(const std::shared_ptr<Session>& s);
+  StepReply run_step(Session& s, StepRequest& step);
   void serve(const std::shared_ptr<Session>& s);
   void log(const std::string& line) const;
 

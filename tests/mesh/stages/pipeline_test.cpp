@@ -37,6 +37,9 @@ mesh::TransportOptions transport_options() {
   o.ping_interval = 250ms;
   o.max_missed_pings = 20;
   o.drain_timeout = 200ms;
+  o.log = [](const std::string& line) {
+    if (std::getenv("LLMESH_TEST_LOG")) std::fprintf(stderr, "transport: %s\n", line.c_str());
+  };
   return o;
 }
 
@@ -44,7 +47,7 @@ std::string model_file() { return test::model_path("stories260K-f32.gguf"); }
 
 // A node running layers [first, last) as a stage server.
 struct StageNode {
-  std::unique_ptr<StageServer> server;
+  std::shared_ptr<StageServer> server;
   std::unique_ptr<mesh::Transport> transport;
   uint16_t port = 0;
 
@@ -53,7 +56,7 @@ struct StageNode {
     mo.layers = {first, last};
     std::shared_ptr<const Model> model = Model::load(model_file(), mo);
     so.threads = 1;
-    server = std::make_unique<StageServer>(model, model_id, so);
+    server = std::make_shared<StageServer>(model, model_id, so);
     mesh::Transport::Callbacks cb;
     cb.on_stream = [this](std::shared_ptr<mesh::Stream> s) {
       if (is_stage_stream(s->header()))
@@ -85,6 +88,8 @@ struct Entry {
   std::unique_ptr<PipelineBatchModel> pipe;
   std::vector<std::string> log;
 
+  std::shared_ptr<StageServer> own_stage;  // the entry's own stage, reached in process
+
   Entry(int k, int n_seq, HiddenFormat f = HiddenFormat::F16) {
     ModelOptions mo;
     mo.layers = {0, k};
@@ -100,6 +105,9 @@ struct Entry {
     po.poll = 50ms;
     po.route_wait = 2s;
     po.recovery_timeout = 10s;
+    po.open_local = [this](const StageOpen& o) -> std::unique_ptr<LocalStageSession> {
+      return own_stage ? own_stage->open_local(o) : nullptr;
+    };
     po.log = [this](const std::string& l) {
       std::lock_guard lk(mu);
       log.push_back(l);
@@ -117,6 +125,16 @@ struct Entry {
     ASSERT_TRUE(transport.connect("127.0.0.1", n.port, n.id()).has_value());
     std::lock_guard lk(mu);
     cands.push_back({n.id(), first, last, rtt});
+  }
+  // Runs layers [first, last) itself as a stage (the route passes through this node).
+  void hold(int first, int last) {
+    ModelOptions mo;
+    mo.layers = {first, last};
+    StageServerOptions so;
+    so.threads = 1;
+    own_stage = std::make_shared<StageServer>(std::shared_ptr<const Model>(Model::load(model_file(), mo)), "stories", so);
+    std::lock_guard lk(mu);
+    cands.push_back({transport.id(), first, last, 0});
   }
   void remove(const NodeId& id) {
     std::lock_guard lk(mu);
@@ -206,6 +224,22 @@ TEST(Pipeline, ThreeStagesInEveryHiddenFormat) {
   auto q8 = generate(*e.pipe, {1}, 40);
   ASSERT_EQ(q8.size(), 40u);
   EXPECT_EQ(std::vector<int32_t>(q8.begin(), q8.begin() + 8), std::vector<int32_t>(kGolden.begin(), kGolden.begin() + 8));
+}
+
+TEST(Pipeline, AnEntryWithOnlyTheEmbeddingsRunsItsOwnStageInProcess) {
+  // The usual split: the entry holds [0, 2) as a stage of its own and embeds the tokens; its
+  // hop runs in process, only the hop to [2, 5) crosses the network.
+  StageNode b(2, 5);
+  Entry e(0, 1);
+  e.hold(0, 2);
+  e.add(b, 2, 5);
+  EXPECT_EQ(generate(*e.pipe, {1}, 40), kGolden);
+  auto st = e.pipe->stats();
+  ASSERT_EQ(st.route.size(), 2u);
+  EXPECT_EQ(st.route[0].node, e.transport.id());
+  EXPECT_EQ(st.stage_messages, st.steps);  // one network message per step: the local hop sends none
+  EXPECT_EQ(e.own_stage->stats().streams, 1);
+  EXPECT_GE(e.own_stage->stats().tokens, 40u);
 }
 
 TEST(Pipeline, F32HiddenStatesGiveBitIdenticalLogits) {

@@ -1,0 +1,477 @@
+#include "cli/split_serving.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "fetch/fetch_progress.h"
+#include "fetch/package_fetch.h"
+#include "package/package_model.h"
+
+namespace llmesh::cli {
+
+using namespace std::chrono_literals;
+namespace stages = mesh::stages;
+
+void add_split_options(CLI::App* sub, SplitOptions& o) {
+  sub->add_option("--layers", o.layers,
+                  "Run only layers A..B (A inclusive, B exclusive) of the model as a pipeline stage; the mesh "
+                  "holds the rest (docs/stages.md)");
+  sub->add_flag("--split", o.split,
+                "Split the model over the mesh: the placement planner gives this node layers to run "
+                "(-m must be a layer package)");
+  sub->add_option("--hidden", o.hidden, "Hidden states between stages: f16, f32 (exact) or q8")
+      ->check(CLI::IsMember({"f16", "f32", "q8"}))
+      ->capture_default_str();
+  sub->add_option("--memory", o.memory,
+                  "Memory this node offers a split model, e.g. 6G (default: what the machine has free)");
+  sub->add_option("--stage-ttl", o.stage_ttl_s, "Seconds an idle entry's KV is kept on this node's stage")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
+}
+
+LayerRange parse_layer_range(const std::string& text, int n_layer) {
+  const auto dots = text.find("..");
+  auto number = [&](const std::string& s) {
+    if (s.empty() || s.size() > 6 || !std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+      throw std::invalid_argument(fmt::format("--layers {}: expected A..B with whole numbers, e.g. 0..11", text));
+    return std::stoi(s);
+  };
+  if (dots == std::string::npos)
+    throw std::invalid_argument(fmt::format("--layers {}: expected A..B (first layer, end layer), e.g. 0..11", text));
+  LayerRange r{number(text.substr(0, dots)), number(text.substr(dots + 2))};
+  if (r.first >= r.last || r.last > n_layer)
+    throw std::invalid_argument(
+        fmt::format("--layers {}: the range must be non-empty and within the model's {} layers (0..{})", text,
+                    n_layer, n_layer));
+  return r;
+}
+
+uint64_t parse_memory_size(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  if (i == 0) throw std::invalid_argument(fmt::format("--memory {}: expected a size like 512M or 6G", text));
+  double v = 0;
+  try {
+    v = std::stod(text.substr(0, i));
+  } catch (...) {
+    throw std::invalid_argument(fmt::format("--memory {}: expected a size like 512M or 6G", text));
+  }
+  std::string unit = text.substr(i);
+  for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  double mult = 1;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "K" || unit == "KB" || unit == "KIB") mult = 1024.0;
+  else if (unit == "M" || unit == "MB" || unit == "MIB") mult = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GB" || unit == "GIB") mult = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "TB" || unit == "TIB") mult = 1024.0 * 1024 * 1024 * 1024;
+  else throw std::invalid_argument(fmt::format("--memory {}: unknown unit '{}' (use K, M, G or T)", text, unit));
+  const double bytes = v * mult;
+  if (!std::isfinite(bytes) || bytes < 1 || bytes > 1e18)
+    throw std::invalid_argument(fmt::format("--memory {}: out of range", text));
+  return static_cast<uint64_t>(bytes);
+}
+
+// The scheduler is made before the mesh node (its record reports the scheduler's load), the
+// pipeline after (it needs the node's transport): this forwards to the pipeline once it exists.
+class SplitServing::Adapter : public BatchModel {
+ public:
+  explicit Adapter(SplitServing& s) : s_(s) {}
+  int n_vocab() const override { return s_.entry_model_->config().n_vocab; }
+  int n_ctx() const override { return s_.entry_cache_->n_ctx(); }
+  int n_slots() const override { return s_.entry_cache_->n_seq(); }
+  std::span<const float> run(const Batch& b) override {
+    if (!s_.pipeline_) throw std::runtime_error("the split model is not attached to the mesh yet");
+    return s_.pipeline_->run(b);
+  }
+  void truncate(int slot, int n) override {
+    if (s_.pipeline_)
+      s_.pipeline_->truncate(slot, n);
+    else
+      s_.entry_cache_->truncate(slot, n);
+  }
+
+ private:
+  SplitServing& s_;
+};
+
+SplitServing::SplitServing(const EngineOptions& engine, const SplitOptions& opt, int parallel, bool quiet)
+    : engine_(engine), opt_(opt), quiet_(quiet), parallel_(parallel), source_(engine.model) {
+  if (opt_.split && !opt_.layers.empty())
+    throw std::invalid_argument("--split and --layers exclude each other: let the planner place layers, or pin them");
+  auto f = stages::parse_hidden_format(opt_.hidden);
+  if (!f) throw std::invalid_argument("--hidden must be f16, f32 or q8");
+  format_ = *f;
+  if (!opt_.memory.empty()) memory_budget_ = parse_memory_size(opt_.memory);
+  threads_ = engine.threads > 0 ? engine.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+  ModelOptions entry_layers;
+  entry_layers.layers = {0, 0};
+  if (mesh::is_url(source_)) {
+    mesh::PackageFetchOptions fo;
+    fo.cache_root = engine.fetch_cache;
+    if (!quiet_) fo.progress = mesh::stderr_progress();
+    mesh::FetchedPackage p = mesh::fetch_package(source_, {0, 0}, fo);
+    package_dir_ = p.dir.string();
+    manifest_ = p.manifest;
+  } else if (std::filesystem::is_directory(source_)) {
+    if (!is_package_dir(source_))
+      throw std::runtime_error(source_ + " is a directory without a manifest.json (not a layer package)");
+    package_dir_ = source_;
+    manifest_ = read_manifest(source_);
+  } else if (opt_.split) {
+    throw std::invalid_argument(
+        "--split needs a layer package (a directory or URL): make one with `llmesh package MODEL.gguf DIR`");
+  }
+  if (manifest_) {
+    PackageLoadOptions lo;
+    lo.layers = {0, 0};
+    entry_model_ = load_package_model(package_dir_, *manifest_, lo);
+  } else {
+    entry_model_ = Model::load(source_, entry_layers);
+  }
+  model_id_ = !opt_.name.empty() ? opt_.name
+              : manifest_        ? manifest_->model_id
+                                 : std::filesystem::path(source_).stem().string();
+  const ModelConfig& c = entry_model_->config();
+  KvCacheOptions kv;
+  kv.n_ctx = engine.ctx > 0 ? engine.ctx : std::min(4096, c.n_ctx_train);
+  kv.n_seq = parallel;
+  kv.type = engine.kv_type == "f32" ? DType::F32 : DType::F16;
+  entry_cache_ = std::make_unique<KvCache>(c, 0, 0, kv);
+  entry_pool_ = std::make_unique<ThreadPool>(1);
+  entry_forward_ = std::make_unique<Forward>(*entry_model_, *entry_cache_, *entry_pool_);
+  adapter_ = std::make_unique<Adapter>(*this);
+  if (!opt_.layers.empty()) {
+    LayerRange r = parse_layer_range(opt_.layers, c.n_layer);
+    held_ = {load_stage(r), r};
+  }
+}
+
+SplitServing::~SplitServing() { stop(); }
+
+BatchModel& SplitServing::batch_model() { return *adapter_; }
+
+void SplitServing::log(const std::string& line) const {
+  if (!quiet_) std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+void SplitServing::stop() {
+  stopping_ = true;
+  if (planner_.joinable()) planner_.join();
+  std::shared_ptr<stages::StageServer> s;
+  {
+    std::lock_guard lk(mu_);
+    s = held_.server;
+  }
+  if (s) s->stop();
+}
+
+std::shared_ptr<stages::StageServer> SplitServing::load_stage(LayerRange r) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Model> m;
+  if (mesh::is_url(source_)) {
+    mesh::PackageFetchOptions fo;
+    fo.cache_root = engine_.fetch_cache;
+    if (!quiet_) fo.progress = mesh::stderr_progress();
+    mesh::FetchedPackage p = mesh::fetch_package(source_, r, fo);
+    log(fmt::format("llmesh: layers [{}, {}) of {}: {} fetched, {} from the cache", r.first, r.last, model_id_,
+                    mesh::human_bytes(static_cast<double>(p.bytes_fetched)),
+                    mesh::human_bytes(static_cast<double>(p.bytes_cached))));
+    package_dir_ = p.dir.string();
+    manifest_ = p.manifest;
+  }
+  if (manifest_) {
+    PackageLoadOptions lo;
+    lo.layers = r;
+    m = load_package_model(package_dir_, *manifest_, lo);
+  } else {
+    ModelOptions mo;
+    mo.layers = r;
+    m = Model::load(source_, mo);
+  }
+  stages::StageServerOptions so;
+  so.threads = threads_;
+  so.max_ctx = 1 << 17;
+  so.max_seq = stages::kMaxSeq;
+  so.kv_type = engine_.kv_type == "f32" ? DType::F32 : DType::F16;
+  so.idle_ttl = std::chrono::seconds(opt_.stage_ttl_s);
+  if (!quiet_) so.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  log(fmt::format("llmesh: running layers [{}, {}) of {} ({} layers) as a stage; loaded in {:.2f} s", r.first, r.last,
+                  model_id_, n_layer(),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
+  return std::make_shared<stages::StageServer>(std::shared_ptr<const Model>(std::move(m)), model_id_, so);
+}
+
+uint64_t SplitServing::range_bytes(LayerRange r) const {
+  if (!manifest_ || r.last <= r.first) return 0;
+  uint64_t total = 0;
+  for (const Artifact* a : manifest_->needed_for(r.first, r.last))
+    if (a->kind == "layer" || a->kind == "output") total += a->bytes;
+  return total;
+}
+
+std::vector<stages::StageCandidate> SplitServing::candidates() const {
+  std::vector<stages::StageCandidate> out;
+  for (const auto& v : node_->members()) {
+    if (v.self || !v.id || !v.member.has_state) continue;
+    if (v.member.status == gossip::MemberStatus::dead || v.member.status == gossip::MemberStatus::left) continue;
+    for (const auto& m : v.member.state.models) {
+      if (m.name != model_id_ || static_cast<int>(m.total_layers) != n_layer() || m.loaded.last <= m.loaded.first)
+        continue;
+      double rtt = v.rtt ? static_cast<double>(v.rtt->count()) / 1000.0 : 0.0;
+      out.push_back({*v.id, static_cast<int>(m.loaded.first), static_cast<int>(m.loaded.last), rtt});
+    }
+  }
+  std::lock_guard lk(mu_);
+  if (held_.server && held_.range.last > held_.range.first)
+    out.push_back({node_->id(), held_.range.first, held_.range.last, 0.001});  // this node: no network
+  return out;
+}
+
+void SplitServing::attach(mesh::MeshNode& node) {
+  node_ = &node;
+  stages::PipelineOptions po;
+  po.model_id = model_id_;
+  po.format = format_;
+  if (!quiet_) po.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  po.open_local = [this](const stages::StageOpen& o) -> std::unique_ptr<stages::LocalStageSession> {
+    std::shared_ptr<stages::StageServer> s;
+    {
+      std::lock_guard lk(mu_);
+      s = held_.server;
+    }
+    return s ? s->open_local(o) : nullptr;
+  };
+  auto alive = [this](const mesh::NodeId& id) {
+    for (const auto& v : node_->members())
+      if (v.id && *v.id == id)
+        return v.member.status != gossip::MemberStatus::dead && v.member.status != gossip::MemberStatus::left;
+    return false;
+  };
+  pipeline_ = std::make_unique<stages::PipelineBatchModel>(*entry_forward_, node.transport(),
+                                                           [this] { return candidates(); }, alive, po);
+  planner_ = std::thread([this] {
+    while (!stopping_) {
+      try {
+        route_ok_ = pipeline_->route_available();
+        if (opt_.split) plan_once();
+      } catch (const std::exception& e) {
+        log(fmt::format("llmesh: split: {}", e.what()));
+      }
+      for (int i = 0; i < 5 && !stopping_; ++i) std::this_thread::sleep_for(100ms);
+    }
+  });
+}
+
+void SplitServing::plan_once() {
+  namespace pl = mesh::planner;
+  const std::string self = node_->id().hex();
+  std::vector<gossip::Member> members;
+  std::vector<std::pair<std::string, gossip::LayerRange>> loaded;
+  uint64_t max_epoch = 0;
+  auto consider = [&](gossip::Member m) {
+    if (!m.has_state) return;
+    const gossip::ModelInfo* info = nullptr;
+    for (const auto& mi : m.state.models)
+      if (mi.name == model_id_ && mi.split && static_cast<int>(mi.total_layers) == n_layer()) info = &mi;
+    if (!info) return;
+    if (auto slash = info->plan.find('/'); slash != std::string::npos) {
+      try {
+        max_epoch = std::max<uint64_t>(max_epoch, std::stoull(info->plan.substr(0, slash)));
+      } catch (...) {
+      }
+    }
+    if (m.status == gossip::MemberStatus::alive && info->loaded.last > info->loaded.first)
+      loaded.emplace_back(m.id, info->loaded);
+    // What it could hold: its free memory plus what it holds already.
+    m.state.hardware.free_ram_bytes += range_bytes({static_cast<int>(info->loaded.first), static_cast<int>(info->loaded.last)});
+    members.push_back(std::move(m));
+  };
+  for (const auto& v : node_->members())
+    if (!v.self) consider(v.member);
+  gossip::Member me;
+  me.id = self;
+  me.status = gossip::MemberStatus::alive;
+  me.has_state = true;
+  me.state = node_->state();
+  describe(me.state);
+  consider(me);
+
+  pl::ModelShape shape;
+  shape.model = model_id_;
+  shape.n_layer = n_layer();
+  shape.layer_bytes.assign(static_cast<size_t>(n_layer()), 0);
+  for (const Artifact& a : manifest_->artifacts) {
+    if (a.kind == "layer" && a.layer >= 0 && a.layer < n_layer()) shape.layer_bytes[static_cast<size_t>(a.layer)] = a.bytes;
+    if (a.kind == "output") shape.output_bytes += a.bytes;
+  }
+  const ModelConfig& c = entry_model_->config();
+  shape.kv_bytes_per_token_per_layer = 2ull * static_cast<uint64_t>(c.kv_dim()) * (engine_.kv_type == "f32" ? 4 : 2);
+  shape.ctx_tokens = entry_cache_->n_ctx();
+  shape.sessions = parallel_;
+  pl::PlanOptions po;
+  if (memory_budget_) {  // --memory is what the user spares: no further headroom
+    po.memory_headroom_bytes = 0;
+    po.memory_headroom_fraction = 0;
+  }
+  const auto cands = pl::candidates_from(members);
+
+  // The plan the mesh follows now, read from what the split nodes have loaded.
+  std::optional<pl::Plan> current;
+  std::sort(loaded.begin(), loaded.end(), [](const auto& a, const auto& b) { return a.second.first < b.second.first; });
+  if (!loaded.empty()) {
+    pl::Plan p;
+    p.epoch = std::max<uint64_t>(1, max_epoch);
+    p.model = model_id_;
+    p.n_layer = static_cast<uint32_t>(n_layer());
+    uint32_t at = 0;
+    for (const auto& [id, r] : loaded) {
+      if (r.first != at) break;
+      p.stages.push_back({id, r, 0, 0});
+      at = r.last;
+    }
+    if (at == static_cast<uint32_t>(n_layer())) {
+      p.digest = pl::plan_digest(p);
+      current = p;
+    }
+  }
+  pl::PlanResult res = current ? pl::replan(*current, shape, cands, {}, po) : pl::plan(shape, cands, {}, po, max_epoch + 1);
+  if (res && current) {
+    // The same placement as the mesh follows: keep its epoch (replan compares byte figures too,
+    // which the loaded ranges do not carry).
+    bool same = res.plan->stages.size() == current->stages.size();
+    for (size_t i = 0; same && i < current->stages.size(); ++i)
+      same = res.plan->stages[i].node == current->stages[i].node && res.plan->stages[i].layers == current->stages[i].layers;
+    if (same) {
+      res.plan->epoch = current->epoch;
+      res.plan->digest = pl::plan_digest(*res.plan);
+    }
+  }
+  if (!res) {
+    std::lock_guard lk(mu_);
+    if (res.error != plan_error_) log(fmt::format("llmesh: split: no plan yet: {}", res.error));
+    plan_error_ = res.error;
+    return;
+  }
+  const pl::Plan& plan = *res.plan;
+  LayerRange target{0, 0};
+  for (const auto& st : plan.stages)
+    if (st.node == self) target = {static_cast<int>(st.layers.first), static_cast<int>(st.layers.last)};
+  LayerRange have;
+  {
+    std::lock_guard lk(mu_);
+    plan_error_.clear();
+    if (!plan_ || plan_->digest != plan.digest) {
+      std::string desc;
+      for (const auto& st : plan.stages)
+        desc += fmt::format(" {}[{},{})", st.node.substr(0, 12), st.layers.first, st.layers.last);
+      log(fmt::format("llmesh: split: plan epoch {}:{}", plan.epoch, desc));
+    }
+    plan_ = plan;
+    have = held_.range;
+  }
+  if (target.first == have.first && target.last == have.last) return;
+  if (target.last <= target.first) {
+    // Not in the plan any more: keep serving until another node has these layers loaded.
+    for (const auto& [id, r] : loaded)
+      if (id != self && static_cast<int>(r.first) <= have.first && static_cast<int>(r.last) >= have.last) {
+        std::shared_ptr<stages::StageServer> old;
+        {
+          std::lock_guard lk(mu_);
+          old = std::move(held_.server);
+          held_ = {};
+        }
+        log(fmt::format("llmesh: split: layers [{}, {}) are held elsewhere now; dropping them", have.first, have.last));
+        if (old) old->stop();
+        return;
+      }
+    return;
+  }
+  auto server = load_stage(target);
+  std::shared_ptr<stages::StageServer> old;
+  {
+    std::lock_guard lk(mu_);
+    old = std::move(held_.server);
+    held_ = {server, target};
+  }
+  if (old) old->stop();  // its sessions reset: their entries re-route to the new holders
+}
+
+void SplitServing::describe(gossip::NodeState& s) const {
+  gossip::ModelInfo* m = nullptr;
+  for (auto& mi : s.models)
+    if (mi.name == model_id_) m = &mi;
+  if (!m) {
+    s.models.emplace_back();
+    m = &s.models.back();
+    m->name = model_id_;
+  }
+  std::lock_guard lk(mu_);
+  m->total_layers = static_cast<uint32_t>(n_layer());
+  m->loaded = {static_cast<uint32_t>(held_.range.first), static_cast<uint32_t>(held_.range.last)};
+  m->on_disk.clear();
+  if (held_.range.last > held_.range.first) m->on_disk.push_back(m->loaded);
+  m->split = opt_.split;
+  m->entry = route_ok_.load();
+  m->plan = plan_ ? fmt::format("{}/{}", plan_->epoch, plan_->digest.substr(0, 16)) : std::string();
+  if (memory_budget_) {
+    const uint64_t used = range_bytes(held_.range);
+    s.hardware.free_ram_bytes = std::min<uint64_t>(s.hardware.free_ram_bytes, memory_budget_ > used ? memory_budget_ - used : 0);
+  }
+}
+
+bool SplitServing::take_stream(std::shared_ptr<mesh::Stream>& s) {
+  if (!stages::is_stage_stream(s->header())) return false;
+  std::shared_ptr<stages::StageServer> server;
+  {
+    std::lock_guard lk(mu_);
+    server = held_.server;
+  }
+  if (server)
+    server->accept(s);
+  else
+    s->reset(static_cast<mesh::ResetCode>(stages::kResetStageWrongModel));
+  return true;
+}
+
+nlohmann::json SplitServing::status_json() const {
+  nlohmann::json j = {{"model", model_id_}, {"n_layer", n_layer()}, {"split", opt_.split},
+                      {"hidden", stages::hidden_format_name(format_)}, {"entry", route_ok_.load()}};
+  std::shared_ptr<stages::StageServer> server;
+  {
+    std::lock_guard lk(mu_);
+    j["layers"] = {held_.range.first, held_.range.last};
+    if (plan_) j["plan"] = mesh::planner::to_json(*plan_);
+    if (!plan_error_.empty()) j["plan_error"] = plan_error_;
+    server = held_.server;
+  }
+  if (memory_budget_) j["memory_budget"] = memory_budget_;
+  if (server) {
+    auto st = server->stats();
+    j["stage"] = {{"sessions", st.streams}, {"sessions_total", st.streams_total}, {"steps", st.steps},
+                  {"tokens", st.tokens},    {"bytes_in", st.bytes_in},        {"bytes_out", st.bytes_out},
+                  {"errors", st.errors},    {"kv_bytes", st.kv_bytes}};
+  }
+  if (pipeline_) {
+    auto ps = pipeline_->stats();
+    nlohmann::json route = nlohmann::json::array();
+    for (const auto& h : ps.route) route.push_back({{"node", h.node.hex()}, {"layers", {h.first, h.last}}});
+    j["pipeline"] = {{"route", route},
+                     {"steps", ps.steps},
+                     {"stage_messages", ps.stage_messages},
+                     {"bytes_sent", ps.bytes_sent},
+                     {"bytes_received", ps.bytes_received},
+                     {"recoveries", ps.recoveries},
+                     {"replayed_tokens", ps.replayed_tokens},
+                     {"last_recovery_ms", ps.last_recovery_ms},
+                     {"last_failure", ps.last_failure}};
+  }
+  return j;
+}
+
+}  // namespace llmesh::cli
