@@ -340,6 +340,12 @@ void SplitServing::plan_once() {
       current = p;
     }
   }
+  // Layers of a node that left are not loaded anywhere: re-plan from the last plan then, so the
+  // nodes that stay keep their layers (every node had the same last plan).
+  if (!current) {
+    std::lock_guard lk(mu_);
+    if (plan_) current = plan_;
+  }
   pl::PlanResult res = current ? pl::replan(*current, shape, cands, {}, po) : pl::plan(shape, cands, {}, po, max_epoch + 1);
   if (res && current) {
     // The same placement as the mesh follows: keep its epoch (replan compares byte figures too,

@@ -437,7 +437,10 @@ double RttMatrix::between(const std::string& a, const std::string& b, double fal
 }
 
 std::string format_gib(std::uint64_t bytes) {
-  return fmt::format("{:.1f} GiB", static_cast<double>(bytes) / static_cast<double>(1ull << 30));
+  const double b = static_cast<double>(bytes);
+  if (bytes >= (1ull << 30)) return fmt::format("{:.1f} GiB", b / static_cast<double>(1ull << 30));
+  if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", b / static_cast<double>(1ull << 20));
+  return fmt::format("{:.1f} KiB", b / 1024.0);
 }
 
 std::string plan_digest(const Plan& p) {

@@ -127,7 +127,7 @@ struct Movement {
 };
 std::vector<Movement> diff(const Plan& a, const Plan& b);
 
-// Human-readable "needs 12.3 GiB" figures.
+// Human-readable "needs 12.3 GiB" figures (MiB or KiB below a GiB).
 std::string format_gib(std::uint64_t bytes);
 
 // The canonical digest of a plan's epoch, model, n_layer and stages (warnings excluded).

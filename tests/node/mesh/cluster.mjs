@@ -478,10 +478,11 @@ export class Cluster {
   //             link's name)
   //   netns     I: run inside llmesh-tI (scripts/netns exec), mesh and API on 10.77.0.I
   //   meshPort, advertise, args (more arguments), env, timeoutMs, quiet
-  // startServer also takes model (a file in shared/models), name (--name), ctx, threads, parallel.
+  // startServer also takes model (a file in shared/models) or modelPath (any -m: a package
+  // directory...), name (--name), ctx, threads, parallel.
   async startServer(o = {}) {
     const model = o.model ?? 'stories260K-f32.gguf';
-    const args = ['serve', '-m', modelPath(model), '-c', String(o.ctx ?? this.ctx), '-t', String(o.threads ?? this.threads),
+    const args = ['serve', '-m', o.modelPath ?? modelPath(model), '-c', String(o.ctx ?? this.ctx), '-t', String(o.threads ?? this.threads),
       '--parallel', String(o.parallel ?? this.parallel)];
     if (o.name) args.push('--name', o.name);
     return this.#start('server', args, o);
