@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "fetch/fetch_progress.h"
 #include "fetch/package_fetch.h"
@@ -29,6 +31,9 @@ void add_split_options(CLI::App* sub, SplitOptions& o) {
       ->capture_default_str();
   sub->add_option("--memory", o.memory,
                   "Memory this node offers a split model, e.g. 6G (default: what the machine has free)");
+  sub->add_option("--plan-lock", o.plan_lock,
+                  "With --split: a JSON file pinning layer ranges to nodes (docs/stages.md, \"Plan lock file\")")
+      ->check(CLI::ExistingFile);
   sub->add_option("--stage-ttl", o.stage_ttl_s, "Seconds an idle entry's KV is kept on this node's stage")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
@@ -74,6 +79,45 @@ uint64_t parse_memory_size(const std::string& text) {
   if (!std::isfinite(bytes) || bytes < 1 || bytes > 1e18)
     throw std::invalid_argument(fmt::format("--memory {}: out of range", text));
   return static_cast<uint64_t>(bytes);
+}
+
+PlanLock read_plan_lock(const std::string& path, int n_layer) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::invalid_argument(fmt::format("--plan-lock {}: cannot read the file", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().size() > (1u << 20)) throw std::invalid_argument(fmt::format("--plan-lock {}: over 1 MiB", path));
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
+  auto bad = [&](const std::string& why) {
+    return std::invalid_argument(fmt::format("--plan-lock {}: {}", path, why));
+  };
+  if (j.is_discarded() || !j.is_object()) throw bad("not a JSON object");
+  PlanLock lock;
+  if (!j.contains("model") || !j["model"].is_string() || j["model"].get<std::string>().empty())
+    throw bad("\"model\" must be the model id (a non-empty string)");
+  lock.model = j["model"].get<std::string>();
+  if (!j.contains("stages") || !j["stages"].is_array() || j["stages"].empty() || j["stages"].size() > 1024)
+    throw bad("\"stages\" must be a non-empty array of {\"node\", \"layers\"}");
+  for (const auto& st : j["stages"]) {
+    if (!st.is_object() || !st.contains("node") || !st["node"].is_string())
+      throw bad("each stage needs \"node\": a node id (64 hex digits, `llmesh status --json`)");
+    auto id = mesh::NodeId::from_hex(st["node"].get<std::string>());
+    if (!id) throw bad(fmt::format("\"{}\" is not a node id (64 hex digits)", st["node"].get<std::string>()));
+    const auto& l = st.value("layers", nlohmann::json());
+    if (!l.is_array() || l.size() != 2 || !l[0].is_number_unsigned() || !l[1].is_number_unsigned())
+      throw bad(fmt::format("node {}: \"layers\" must be [first, last) as two whole numbers", id->short_hex()));
+    LayerRange r{static_cast<int>(std::min<uint64_t>(l[0].get<uint64_t>(), 1u << 20)),
+                 static_cast<int>(std::min<uint64_t>(l[1].get<uint64_t>(), 1u << 20))};
+    if (r.first >= r.last || r.last > n_layer)
+      throw bad(fmt::format("node {}: layers [{}, {}) are not a non-empty range within the model's {} layers",
+                            id->short_hex(), r.first, r.last, n_layer));
+    for (const auto& [other, o] : lock.pins)
+      if (r.first < o.last && o.first < r.last)
+        throw bad(fmt::format("node {}: layers [{}, {}) overlap node {}'s [{}, {})", id->short_hex(), r.first, r.last,
+                              other.substr(0, 12), o.first, o.last));
+    if (!lock.pins.emplace(id->hex(), r).second) throw bad(fmt::format("node {} is listed twice", id->short_hex()));
+  }
+  return lock;
 }
 
 // The scheduler is made before the mesh node (its record reports the scheduler's load), the
@@ -146,6 +190,13 @@ SplitServing::SplitServing(const EngineOptions& engine, const SplitOptions& opt,
   entry_pool_ = std::make_unique<ThreadPool>(1);
   entry_forward_ = std::make_unique<Forward>(*entry_model_, *entry_cache_, *entry_pool_);
   adapter_ = std::make_unique<Adapter>(*this);
+  if (!opt_.plan_lock.empty()) {
+    if (!opt_.split) throw std::invalid_argument("--plan-lock goes with --split (it pins ranges for the planner)");
+    lock_ = read_plan_lock(opt_.plan_lock, c.n_layer);
+    if (lock_->model != model_id_)
+      throw std::invalid_argument(fmt::format("--plan-lock {}: it is for model {}, this node serves {}", opt_.plan_lock,
+                                              lock_->model, model_id_));
+  }
   if (!opt_.layers.empty()) {
     LayerRange r = parse_layer_range(opt_.layers, c.n_layer);
     held_ = {load_stage(r), r};
@@ -319,7 +370,11 @@ void SplitServing::plan_once() {
     po.memory_headroom_bytes = 0;
     po.memory_headroom_fraction = 0;
   }
-  const auto cands = pl::candidates_from(members);
+  auto cands = pl::candidates_from(members);
+  if (lock_)
+    for (auto& cand : cands)
+      if (auto it = lock_->pins.find(cand.id); it != lock_->pins.end())
+        cand.pinned = gossip::LayerRange{static_cast<uint32_t>(it->second.first), static_cast<uint32_t>(it->second.last)};
 
   // The plan the mesh follows now, read from what the split nodes have loaded.
   std::optional<pl::Plan> current;
@@ -429,6 +484,16 @@ void SplitServing::describe(gossip::NodeState& s) const {
     const uint64_t used = range_bytes(held_.range);
     s.hardware.free_ram_bytes = std::min<uint64_t>(s.hardware.free_ram_bytes, memory_budget_ > used ? memory_budget_ - used : 0);
   }
+}
+
+std::string SplitServing::unavailable() const {
+  if (!pipeline_) return "the node has not joined its mesh yet";
+  if (pipeline_->route_available()) return {};
+  std::string have;
+  for (const auto& c : candidates())
+    have += fmt::format("{}{}[{},{})", have.empty() ? "" : ", ", c.node.short_hex(), c.first, c.last);
+  return fmt::format("no route through the mesh for layers [0, {}) of {} (nodes holding layers: {})", n_layer(),
+                     model_id_, have.empty() ? "none" : have);
 }
 
 bool SplitServing::take_stream(std::shared_ptr<mesh::Stream>& s) {

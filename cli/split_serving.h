@@ -8,6 +8,7 @@
 // in process). It tells the mesh it is an entry once a route over all layers exists.
 #pragma once
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,6 +34,7 @@ struct SplitOptions {
   bool split = false;        // --split
   std::string hidden = "f16";
   std::string memory;        // --memory: what this node offers the planner, e.g. "6G"
+  std::string plan_lock;     // --plan-lock FILE: layer ranges pinned to nodes (with --split)
   int stage_ttl_s = 600;     // --stage-ttl: an idle session's KV on a stage is freed after this
   std::string name;          // the model id (serve --name); empty: the package's, or the file name
   bool enabled() const { return split || !layers.empty(); }
@@ -43,6 +45,15 @@ void add_split_options(CLI::App* sub, SplitOptions& o);
 LayerRange parse_layer_range(const std::string& text, int n_layer);
 // "512M", "6G", "1.5GiB", "2000000000" -> bytes; throws std::invalid_argument.
 uint64_t parse_memory_size(const std::string& text);
+
+// A plan lock file (docs/stages.md): {"model": ID, "stages": [{"node": 64 hex digits,
+// "layers": [A, B]}, ...]}. The planner keeps those nodes on those ranges and places the rest
+// around them. Throws std::invalid_argument naming the file and what is wrong.
+struct PlanLock {
+  std::string model;
+  std::map<std::string, LayerRange> pins;  // node id (hex) -> range
+};
+PlanLock read_plan_lock(const std::string& path, int n_layer);
 
 class SplitServing {
  public:
@@ -65,6 +76,8 @@ class SplitServing {
   // Takes stage streams; false for other streams.
   bool take_stream(std::shared_ptr<mesh::Stream>& s);
   nlohmann::json status_json() const;
+  // Empty when a route over all layers exists now; else why not (for 503 answers).
+  std::string unavailable() const;
   void stop();
 
  private:
@@ -90,6 +103,7 @@ class SplitServing {
   std::string package_dir_;   // a local package directory (or the fetch cache's copy)
   std::optional<PackageManifest> manifest_;
   uint64_t memory_budget_ = 0;  // 0: no --memory
+  std::optional<PlanLock> lock_;
   mesh::stages::HiddenFormat format_ = mesh::stages::HiddenFormat::F16;
 
   std::unique_ptr<Model> entry_model_;

@@ -29,6 +29,7 @@ ApiFlavor flavor_of(const httplib::Request& req) {
 void write_error(httplib::Response& res, const ApiError& e, ApiFlavor flavor) {
   res.status = e.status;
   if (e.status == 429) res.set_header("Retry-After", "1");
+  if (e.status == 503) res.set_header("Retry-After", "2");
   res.set_content(dump_json(error_body(e, flavor)), "application/json");
 }
 

@@ -144,6 +144,10 @@ int budget_tokens(const ApiContext& ctx, size_t prompt_tokens, std::optional<int
 
 Submission submit_choices(const ApiContext& ctx, std::vector<GenerationRequest> reqs,
                           std::vector<ChoiceConfig> cfgs) {
+  if (ctx.model->unavailable)
+    if (std::string why = ctx.model->unavailable(); !why.empty())
+      throw ApiError(503, "service_unavailable", fmt::format("The model cannot answer right now: {}. Retry shortly.", why),
+                     "", "model_unavailable");
   Submission sub;
   sub.start = std::chrono::steady_clock::now();
   sub.channel = std::make_shared<ResponseChannel>();

@@ -1,6 +1,7 @@
 // The model a node serves, as the API sees it: its name(s), tokenizer, chat template, the
 // tool-call and thinking formats its template implies, and the scheduler that runs it.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,9 @@ struct ServedModel {
   bool thinking = false;             // the model thinks in <think>...</think>
   std::vector<int32_t> stop_tokens;  // end-of-generation tokens
   nlohmann::json info;               // extra facts for /v1/models (architecture, quantization...)
+  // Non-empty: why the model cannot run a request right now (a split model with no route over
+  // all its layers); requests get 503 with that reason and Retry-After. Null: always available.
+  std::function<std::string()> unavailable;
 
   bool answers_to(const std::string& name) const;
   int n_ctx() const { return scheduler->n_ctx(); }
