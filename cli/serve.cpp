@@ -79,7 +79,10 @@ int run_serve(ServeOptions& o) {
   struct stat st {};
   if (stat(o.engine.model.c_str(), &st) == 0) sm.created = st.st_mtime;
   sm.tokenizer = tok.get();
-  if (split) sm.unavailable = [sp = split.get()] { return sp->unavailable(); };
+  if (split) {
+    sm.unavailable = [sp = split.get()] { return sp->unavailable(); };
+    sm.extra_metrics = [sp = split.get()] { return sp->metrics_text(); };
+  }
   sm.scheduler = &scheduler;
   const auto& cfg = entry_model.config();
   sm.info = {{"architecture", cfg.arch_name}, {"n_layer", cfg.n_layer}, {"n_ctx_train", cfg.n_ctx_train},

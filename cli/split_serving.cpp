@@ -486,6 +486,42 @@ void SplitServing::describe(gossip::NodeState& s) const {
   }
 }
 
+std::string SplitServing::metrics_text() const {
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, double v) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
+  };
+  if (pipeline_) {
+    auto p = pipeline_->stats();
+    metric("llmesh_pipeline_steps_total", "counter", "Forward passes of this entry through the stages.", static_cast<double>(p.steps));
+    metric("llmesh_pipeline_stage_messages_total", "counter", "Step messages this entry sent to stages on other nodes.",
+           static_cast<double>(p.stage_messages));
+    metric("llmesh_pipeline_bytes_sent_total", "counter", "Bytes of step messages sent to stages.", static_cast<double>(p.bytes_sent));
+    metric("llmesh_pipeline_bytes_received_total", "counter", "Bytes of stage replies received.", static_cast<double>(p.bytes_received));
+    metric("llmesh_pipeline_recoveries_total", "counter", "Steps recovered after a stage failed.", static_cast<double>(p.recoveries));
+    metric("llmesh_pipeline_replayed_tokens_total", "counter", "Positions re-run to rebuild a lost stage's KV.",
+           static_cast<double>(p.replayed_tokens));
+    metric("llmesh_pipeline_route_stages", "gauge", "Stages of the current route (0: none yet).", static_cast<double>(p.route.size()));
+  }
+  std::shared_ptr<stages::StageServer> server;
+  LayerRange r;
+  {
+    std::lock_guard lk(mu_);
+    server = held_.server;
+    r = held_.range;
+  }
+  metric("llmesh_stage_layers", "gauge", "Layers this node runs as a stage.", static_cast<double>(r.last - r.first));
+  if (server) {
+    auto s = server->stats();
+    metric("llmesh_stage_sessions", "gauge", "Entry sessions open on this node's stage.", s.streams);
+    metric("llmesh_stage_steps_total", "counter", "Steps this node's stage ran.", static_cast<double>(s.steps));
+    metric("llmesh_stage_tokens_total", "counter", "Positions this node's stage computed.", static_cast<double>(s.tokens));
+    metric("llmesh_stage_errors_total", "counter", "Refused streams and failed steps.", static_cast<double>(s.errors));
+    metric("llmesh_stage_kv_bytes", "gauge", "KV cache reserved by the stage's sessions.", static_cast<double>(s.kv_bytes));
+  }
+  return out;
+}
+
 std::string SplitServing::unavailable() const {
   if (!pipeline_) return "the node has not joined its mesh yet";
   if (pipeline_->route_available()) return {};

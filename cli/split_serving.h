@@ -76,6 +76,8 @@ class SplitServing {
   // Takes stage streams; false for other streams.
   bool take_stream(std::shared_ptr<mesh::Stream>& s);
   nlohmann::json status_json() const;
+  // Prometheus counters of the pipeline (this node as an entry) and of its stage.
+  std::string metrics_text() const;
   // Empty when a route over all layers exists now; else why not (for 503 answers).
   std::string unavailable() const;
   void stop();

@@ -107,7 +107,9 @@ void ApiServer::routes() {
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     SchedulerStats s = local_stats();
     GaugeSnapshot g{s.active, s.queued, s.n_parallel, s.steps, s.prefill_tokens};
-    res.set_content(metrics_.render(g), "text/plain; version=0.0.4");
+    std::string text = metrics_.render(g);
+    if (model_ && model_->extra_metrics) text += model_->extra_metrics();
+    res.set_content(text, "text/plain; version=0.0.4");
   });
 
   // Statuses the HTTP library produces itself (no route, body too large, bad request line)

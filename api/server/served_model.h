@@ -28,6 +28,8 @@ struct ServedModel {
   // Non-empty: why the model cannot run a request right now (a split model with no route over
   // all its layers); requests get 503 with that reason and Retry-After. Null: always available.
   std::function<std::string()> unavailable;
+  // More Prometheus text appended to /metrics (a split model's pipeline and stage counters).
+  std::function<std::string()> extra_metrics;
 
   bool answers_to(const std::string& name) const;
   int n_ctx() const { return scheduler->n_ctx(); }

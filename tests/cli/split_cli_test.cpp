@@ -112,6 +112,10 @@ TEST(CliSplit, AStageNodeShowsItsLayersInStatus) {
   EXPECT_NE(res->body.find("no route through the mesh for layers [0, 5) of stories260K-f32"), std::string::npos)
       << res->body;
   EXPECT_NE(res->body.find("[2,5)"), std::string::npos) << res->body;
+  auto m = http.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("llmesh_stage_layers 3\n"), std::string::npos) << m->body;
+  EXPECT_NE(m->body.find("llmesh_pipeline_route_stages 0\n"), std::string::npos) << m->body;
   EXPECT_EQ(server.stop(SIGTERM, 10), 0) << server.stderr_text();
 }
 
