@@ -3,9 +3,8 @@
 // (artifact_cache.h) reads through this interface, verifies sizes and sha256 and resumes
 // partial downloads. Format and behaviour: docs/fetching.md.
 //
-// To come: a peer source, fetching an artifact from another mesh node over a transport stream
-// (docs/protocol.md, "Streams"). It will be a CallbackSource (or a subclass of ArtifactSource)
-// whose read opens a stream to a node that holds the artifact; nothing of it is written yet.
+// Artifacts from other mesh nodes (PeerSource) and a source that tries peers first, then the
+// origin (FallbackSource): peer_artifacts.h.
 #pragma once
 #include <chrono>
 #include <cstddef>
@@ -16,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace llmesh::mesh {
 
@@ -64,6 +64,10 @@ class ArtifactSource {
   // error (transient), bad path.
   virtual void read(const std::string& path, uint64_t offset, uint64_t length,
                     const ChunkSink& sink) = 0;
+  // The artifacts about to be read (fetch_package calls it with the range's refs once the
+  // manifest is known). A source that asks by sha256 (PeerSource) learns them here; the default
+  // ignores them.
+  virtual void expect(const std::vector<ArtifactRef>& refs) { (void)refs; }
 };
 
 // Files under a local directory (a mounted share, a model already downloaded by other tools).
@@ -109,8 +113,7 @@ class HttpSource : public ArtifactSource {
   HttpSourceOptions options_;
 };
 
-// A source made of a function: for tests, and for the peer source to come (fetching from
-// another node over a transport stream).
+// A source made of a function: for tests and one-off sources.
 class CallbackSource : public ArtifactSource {
  public:
   using ReadFn = std::function<void(const std::string& path, uint64_t offset, uint64_t length,

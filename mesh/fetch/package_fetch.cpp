@@ -70,8 +70,12 @@ bool is_url(const std::string& spec) {
   return spec.starts_with("http://") || spec.starts_with("https://");
 }
 
-FetchedPackage fetch_package(const std::string& source_spec, LayerRange layers,
-                             const PackageFetchOptions& options) {
+namespace {
+
+// Both fetch_package forms: `get_source` makes (or hands over) the source; a FetchError from it
+// counts as an unreachable source, like one reading manifest.json.
+FetchedPackage fetch_package_impl(const std::string& source_spec, const std::function<ArtifactSource&()>& get_source,
+                                  LayerRange layers, const PackageFetchOptions& options) {
   auto warn = [&](const std::string& msg) {
     if (options.warn) options.warn(msg);
     else std::fprintf(stderr, "llmesh: warning: %s\n", msg.c_str());
@@ -84,10 +88,10 @@ FetchedPackage fetch_package(const std::string& source_spec, LayerRange layers,
 
   FetchedPackage out;
   out.source = source_spec;
-  std::unique_ptr<ArtifactSource> source;
+  ArtifactSource* source = nullptr;
   std::string text, fetch_error;
   try {
-    source = make_source(source_spec);
+    source = &get_source();
     out.source = source->describe();
     source->read(kPackageManifestName, 0, package_limits::kMaxManifestBytes,
                  [&](const char* data, size_t n) {
@@ -159,6 +163,7 @@ FetchedPackage fetch_package(const std::string& source_spec, LayerRange layers,
       }
       if (options.progress) options.progress(p);
     };
+    source->expect(refs);
     for (const ArtifactRef& r : refs) {
       start.erase(r.path);
       fs::path local = cache.ensure(r, *source, count);
@@ -184,6 +189,26 @@ FetchedPackage fetch_package(const std::string& source_spec, LayerRange layers,
                                      r.path, out.dir.string(), source_spec));
   write_atomically(out.dir / kPackageManifestName, text);
   return out;
+}
+
+}  // namespace
+
+FetchedPackage fetch_package(const std::string& source_spec, LayerRange layers,
+                             const PackageFetchOptions& options) {
+  std::unique_ptr<ArtifactSource> source;
+  return fetch_package_impl(
+      source_spec,
+      [&]() -> ArtifactSource& {
+        source = make_source(source_spec);
+        return *source;
+      },
+      layers, options);
+}
+
+FetchedPackage fetch_package(ArtifactSource& source, const std::string& source_spec, LayerRange layers,
+                             const PackageFetchOptions& options) {
+  return fetch_package_impl(
+      source_spec, [&]() -> ArtifactSource& { return source; }, layers, options);
 }
 
 }  // namespace llmesh::mesh

@@ -54,6 +54,15 @@ struct FetchedPackage {
 FetchedPackage fetch_package(const std::string& source_spec, LayerRange layers = {},
                              const PackageFetchOptions& options = {});
 
+// The same with a source the caller made, e.g. a FallbackSource of mesh peers and the origin
+// (peer_artifacts.h). `source_spec` names the origin as the first form takes it (a URL or a
+// directory); it is only a key here: for the copy of the manifest kept for offline restarts
+// (shared with the first form) and the cache namespace when the manifest has no source_sha256.
+// manifest.json is read through `source`; before the artifacts, `source.expect()` gets the
+// range's refs. Errors as above, naming source.describe().
+FetchedPackage fetch_package(ArtifactSource& source, const std::string& source_spec, LayerRange layers = {},
+                             const PackageFetchOptions& options = {});
+
 // True for "http://..." and "https://..." (what fetch_package reads over the network).
 bool is_url(const std::string& spec);
 
