@@ -431,6 +431,12 @@ void PeerSource::read(const std::string& path, uint64_t offset, uint64_t length,
     }
     if (auto d = distrusted_.find(ref.sha256); d != distrusted_.end()) skip = d->second;
   }
+  if (offset > ref.bytes)
+    throw FetchError(fmt::format("{}: offset {} is past its end ({} bytes)", path, offset, ref.bytes));
+  // Like every source, the rest of the file (the caller's length is what it expects; the peers
+  // hold the file of the ref's size under that hash).
+  length = ref.bytes - offset;
+  if (length == 0) return;
   std::vector<NodeId> peers;
   for (const NodeId& id : candidates_ ? candidates_(ref) : std::vector<NodeId>{})
     if (!skip.count(id) && std::find(peers.begin(), peers.end(), id) == peers.end() && id != transport_.id())

@@ -197,7 +197,8 @@ struct PeerSourceOptions {
 
 // Reads artifacts from mesh peers over artifact streams. A peer is asked by the artifact's
 // sha256, so PeerSource must know each path's ref before read(): fetch_package passes them
-// through expect() (or call it yourself with the refs you will ensure()). read() asks the
+// through expect() (or call it yourself with the refs you will ensure()). read() delivers the
+// bytes from offset to the ref's size (an offset past it is an error); it asks the
 // candidates in order; when one fails (not connected, reset, timeout, short answer) it goes on
 // with the next from the byte it got to. It throws FetchError naming every peer tried and why:
 // transient when peers were tried, not transient for a path it has no ref for or an artifact no

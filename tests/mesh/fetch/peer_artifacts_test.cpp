@@ -360,6 +360,9 @@ TEST(PeerArtifacts, FallsBackToTheNextPeerThenTheOrigin) {
     EXPECT_FALSE(e.transient());
     EXPECT_NE(std::string(e.what()).find("no peer to ask"), std::string::npos) << e.what();
   }
+  // At the end: nothing to read, nobody asked; past the end: an error.
+  EXPECT_NO_THROW(peers->read(ref.path, ref.bytes, 0, [](const char*, size_t) { ADD_FAILURE(); }));
+  EXPECT_THROW(peers->read(ref.path, ref.bytes + 1, 0, [](const char*, size_t) {}), FetchError);
   // A path it has no ref for is not asked for.
   EXPECT_THROW(peers->read("unknown.gguf", 0, 1, [](const char*, size_t) {}), FetchError);
 }
