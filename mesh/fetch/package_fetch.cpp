@@ -75,7 +75,7 @@ namespace {
 // Both fetch_package forms: `get_source` makes (or hands over) the source; a FetchError from it
 // counts as an unreachable source, like one reading manifest.json.
 FetchedPackage fetch_package_impl(const std::string& source_spec, const std::function<ArtifactSource&()>& get_source,
-                                  LayerRange layers, const PackageFetchOptions& options) {
+                                  bool fetch_missing_offline, LayerRange layers, const PackageFetchOptions& options) {
   auto warn = [&](const std::string& msg) {
     if (options.warn) options.warn(msg);
     else std::fprintf(stderr, "llmesh: warning: %s\n", msg.c_str());
@@ -134,14 +134,46 @@ FetchedPackage fetch_package_impl(const std::string& source_spec, const std::fun
     refs.push_back({a->path, a->bytes, a->sha256});
   }
 
+  // Bytes transferred: a download's first report says where it starts (a resumed .part).
+  std::map<std::string, uint64_t> start;
+  ProgressFn count = [&](const FetchProgress& p) {
+    if (p.from_cache) {
+      out.bytes_cached += p.total_bytes;
+    } else {
+      auto it = start.try_emplace(p.path, p.done_bytes).first;
+      if (p.finished) out.bytes_fetched += p.total_bytes - std::min(it->second, p.total_bytes);
+    }
+    if (options.progress) options.progress(p);
+  };
   if (out.offline) {
-    for (const ArtifactRef& r : refs)
-      if (!cache.is_cached(r))
-        throw FetchError(fmt::format("cannot read the package manifest from {} ({}), and {} is not in the cache {}",
-                                     source_spec, fetch_error, r.path, out.dir.string()));
+    // The cached manifest's artifacts that are missing: a caller's source may still have them
+    // (mesh peers while the origin is down); make_source's never does.
+    std::vector<bool> have(refs.size());
+    bool all = true;
+    for (size_t i = 0; i < refs.size(); ++i) {
+      have[i] = cache.is_cached(refs[i]);
+      all = all && have[i];
+    }
+    if (!all && !(fetch_missing_offline && source))
+      for (size_t i = 0; i < refs.size(); ++i)
+        if (!have[i])
+          throw FetchError(fmt::format("cannot read the package manifest from {} ({}), and {} is not in the cache {}",
+                                       source_spec, fetch_error, refs[i].path, out.dir.string()));
     warn(fmt::format("cannot reach {} ({}); using the manifest cached at {}", source_spec, fetch_error,
                      index.string()));
-    for (const ArtifactRef& r : refs) {
+    if (!all) source->expect(refs);
+    for (size_t i = 0; i < refs.size(); ++i) {
+      const ArtifactRef& r = refs[i];
+      if (!have[i]) {
+        try {
+          cache.ensure(r, *source, count);
+        } catch (const FetchError& e) {
+          throw FetchError(fmt::format("{} is not in the cache {} and the manifest's source {} cannot be reached: {}",
+                                       r.path, out.dir.string(), source_spec, e.what()),
+                           e.transient());
+        }
+        continue;
+      }
       out.bytes_cached += r.bytes;
       if (options.progress) {
         FetchProgress p;
@@ -152,17 +184,6 @@ FetchedPackage fetch_package_impl(const std::string& source_spec, const std::fun
       }
     }
   } else {
-    // Bytes transferred: a download's first report says where it starts (a resumed .part).
-    std::map<std::string, uint64_t> start;
-    ProgressFn count = [&](const FetchProgress& p) {
-      if (p.from_cache) {
-        out.bytes_cached += p.total_bytes;
-      } else {
-        auto it = start.try_emplace(p.path, p.done_bytes).first;
-        if (p.finished) out.bytes_fetched += p.total_bytes - std::min(it->second, p.total_bytes);
-      }
-      if (options.progress) options.progress(p);
-    };
     source->expect(refs);
     for (const ArtifactRef& r : refs) {
       start.erase(r.path);
@@ -202,13 +223,13 @@ FetchedPackage fetch_package(const std::string& source_spec, LayerRange layers,
         source = make_source(source_spec);
         return *source;
       },
-      layers, options);
+      false, layers, options);
 }
 
 FetchedPackage fetch_package(ArtifactSource& source, const std::string& source_spec, LayerRange layers,
                              const PackageFetchOptions& options) {
   return fetch_package_impl(
-      source_spec, [&]() -> ArtifactSource& { return source; }, layers, options);
+      source_spec, [&]() -> ArtifactSource& { return source; }, true, layers, options);
 }
 
 }  // namespace llmesh::mesh

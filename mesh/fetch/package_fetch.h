@@ -59,7 +59,10 @@ FetchedPackage fetch_package(const std::string& source_spec, LayerRange layers =
 // directory); it is only a key here: for the copy of the manifest kept for offline restarts
 // (shared with the first form) and the cache namespace when the manifest has no source_sha256.
 // manifest.json is read through `source`; before the artifacts, `source.expect()` gets the
-// range's refs. Errors as above, naming source.describe().
+// range's refs. When manifest.json cannot be read (the origin is down) the cached manifest is
+// used as above, and, unlike the first form, artifacts it lists that are not cached are still
+// fetched through `source` (mesh peers may hold them). Errors as above, naming
+// source.describe().
 FetchedPackage fetch_package(ArtifactSource& source, const std::string& source_spec, LayerRange layers = {},
                              const PackageFetchOptions& options = {});
 

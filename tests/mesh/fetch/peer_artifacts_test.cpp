@@ -2,7 +2,8 @@
 // process, a real layer package (stories260K-f32) served by ArtifactServers. A layer range
 // comes from a peer byte for byte; a .part resumes over a peer; a peer without the file, a gone
 // peer and one sending wrong bytes give way to the next peer and then the origin directory;
-// hostile headers get the documented resets; nothing outside a registered manifest is served.
+// hostile headers get the documented resets; nothing outside a registered manifest is served;
+// with the origin down, the layers of the cached manifest still come from peers.
 #include "fetch/peer_artifacts.h"
 
 #include <gtest/gtest.h>
@@ -530,6 +531,43 @@ TEST(PeerArtifacts, ExtraStreamsAreBusyAndStopResetsAndJoins) {
   EXPECT_EQ(r.status, Stream::Status::RESET);
   EXPECT_EQ(first->reset_code(), kResetArtifactStopping);
   EXPECT_EQ(reset_for(c.transport, a.id(), request(ref.path, 0, ref.bytes, ref.sha256)), kResetArtifactStopping);
+}
+
+TEST(PeerArtifacts, WithTheOriginDownTheCachedManifestsLayersComeFromPeers) {
+  const Package& pkg = package();
+  ServingNode a;
+  a.server->add_package(pkg.dir);
+  Client c;
+  c.connect(a);
+  TempDir tmp;
+  const fs::path origin = manifest_only_origin(tmp.path / "origin");
+  auto peers = std::make_shared<PeerSource>(c.transport, [&](const ArtifactRef&) { return std::vector<NodeId>{a.id()}; });
+  FallbackSource source({peers, std::make_shared<DirectorySource>(origin)});
+  FetchedPackage first = fetch_package(source, origin.string(), {0, 1}, quiet(tmp.path / "cache"));
+  EXPECT_FALSE(first.offline);
+
+  fs::remove_all(origin);  // the origin is down
+  std::vector<std::string> warnings;
+  PackageFetchOptions o = quiet(tmp.path / "cache");
+  o.warn = [&](const std::string& w) { warnings.push_back(w); };
+  FetchedPackage next = fetch_package(source, origin.string(), {1, 3}, o);
+  EXPECT_TRUE(next.offline);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("using the manifest cached"), std::string::npos) << warnings[0];
+  EXPECT_GT(next.bytes_fetched, 0u);
+  EXPECT_GT(next.bytes_cached, 0u);  // the metadata came with the first fetch
+  for (const Artifact& art : next.artifacts) EXPECT_EQ(read_all(next.dir / art.path), read_all(pkg.dir / art.path));
+
+  // The plain form does not fetch what is missing while the origin is down.
+  EXPECT_THROW(fetch_package(origin.string(), {3, 5}, quiet(tmp.path / "cache")), FetchError);
+  // Neither peers nor origin: the error says both.
+  a.kill();
+  try {
+    fetch_package(source, origin.string(), {3, 5}, quiet(tmp.path / "cache"));
+    ADD_FAILURE() << "expected a FetchError";
+  } catch (const FetchError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot be reached"), std::string::npos) << e.what();
+  }
 }
 
 TEST(PeerArtifacts, OldFetchPackageSignatureStillWorks) {
