@@ -514,11 +514,12 @@ void PeerSource::read(const std::string& path, uint64_t offset, uint64_t length,
         error = why_not(m, "data");
         break;
       }
-      if (m.message.size() > kArtifactChunkBytes || m.message.size() > head.bytes - got) {
-        error = m.message.size() > kArtifactChunkBytes ? "a data message over 1 MiB" : "more bytes than its head said";
+      if (m.message.empty() || m.message.size() > kArtifactChunkBytes || m.message.size() > head.bytes - got) {
+        error = m.message.empty()                        ? "an empty data message"
+                : m.message.size() > kArtifactChunkBytes ? "a data message over 1 MiB"
+                                                         : "more bytes than its head said";
         break;
       }
-      if (m.message.empty()) continue;
       try {
         sink(reinterpret_cast<const char*>(m.message.data()), m.message.size());
       } catch (...) {

@@ -95,7 +95,10 @@ struct ServingNode {
 // The fetching node: a transport without a stream handler, connected to the serving nodes.
 struct Client {
   Transport transport{NodeIdentity::generate(), transport_options()};
-  void connect(const ServingNode& n) { ASSERT_TRUE(transport.connect("127.0.0.1", n.port, n.id()).has_value()); }
+  template <class Node>
+  void connect(const Node& n) {
+    ASSERT_TRUE(transport.connect("127.0.0.1", n.port, n.id()).has_value());
+  }
 };
 
 std::vector<ArtifactRef> refs_of(const PackageManifest& m, LayerRange r = {}) {
@@ -400,6 +403,100 @@ TEST(PeerArtifacts, WrongBytesFromAPeerAreRejectedAndTheOriginServes) {
     EXPECT_EQ(read_all(local), content);
     EXPECT_GT(liar.server->stats().bytes_sent, before);  // it was asked, once
     EXPECT_EQ(peers->distrusted(ref.sha256), std::set<NodeId>{liar.id()});
+  }
+}
+
+// A peer answering artifact streams by a script instead of an ArtifactServer.
+struct HostilePeer {
+  std::atomic<int> mode{0};
+  std::string content;  // what it "serves"
+  std::unique_ptr<Transport> transport;
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  uint16_t port = 0;
+
+  HostilePeer() {
+    Transport::Callbacks cb;
+    cb.on_stream = [this](std::shared_ptr<Stream> s) {
+      std::lock_guard lk(mu);
+      threads.emplace_back([this, s] { answer(*s); });
+    };
+    transport = std::make_unique<Transport>(NodeIdentity::generate(), transport_options(), cb);
+    port = transport->bind("127.0.0.1", 0);
+  }
+  ~HostilePeer() {
+    transport->stop();
+    for (auto& t : threads) t.join();
+  }
+  NodeId id() const { return transport->id(); }
+  void answer(Stream& s) {
+    ArtifactRequest req = decode_artifact_request(s.header());
+    auto bytes = [&](uint64_t off, uint64_t n) {
+      return std::vector<uint8_t>(content.begin() + static_cast<long>(off), content.begin() + static_cast<long>(off + n));
+    };
+    const uint64_t n = content.size() - req.offset;
+    switch (mode.load()) {
+      case 0:  // a head for fewer bytes than asked
+        s.write(encode_artifact_head({kArtifactStatusOk, n - 1}));
+        s.write(bytes(req.offset, n - 1));
+        break;
+      case 1:  // more bytes than the head said
+        s.write(encode_artifact_head({kArtifactStatusOk, n}));
+        s.write(bytes(req.offset, n));
+        s.write(std::vector<uint8_t>{1});
+        break;
+      case 2:  // an empty message
+        s.write(encode_artifact_head({kArtifactStatusOk, n}));
+        s.write(std::vector<uint8_t>{});
+        break;
+      case 3:  // END early
+        s.write(encode_artifact_head({kArtifactStatusOk, n}));
+        s.write(bytes(req.offset, n / 2));
+        break;
+      case 4:  // not a head
+        s.write(std::vector<uint8_t>{'n', 'o'});
+        break;
+      case 5:  // another status
+        s.write(encode_artifact_head({404, 0}));
+        break;
+    }
+    s.end();
+  }
+};
+
+TEST(PeerArtifacts, APeerBreakingTheFormatGivesWayToTheNext) {
+  const Package& pkg = package();
+  const ArtifactRef ref = ref_of(pkg.manifest, "layer", 0);
+  HostilePeer bad;
+  bad.content = read_all(pkg.dir / ref.path);
+  ServingNode good;
+  good.server->add_package(pkg.dir);
+  Client c;
+  c.connect(bad);
+  c.connect(good);
+
+  const char* expected[] = {"offers", "more bytes than its head said", "an empty data message",
+                            "the stream ended after", "not a valid MessagePack map", "status 404"};
+  for (int mode = 0; mode < 6; ++mode) {
+    SCOPED_TRACE(mode);
+    bad.mode = mode;
+    std::vector<NodeId> order{bad.id()};
+    PeerSource peers(c.transport, [&](const ArtifactRef&) { return order; });
+    peers.expect({ref});
+    std::string got;
+    try {
+      peers.read(ref.path, 0, ref.bytes, [&](const char* d, size_t n) { got.append(d, n); });
+      ADD_FAILURE() << "expected a FetchError";
+    } catch (const FetchError& e) {
+      EXPECT_TRUE(e.transient());
+      EXPECT_NE(std::string(e.what()).find(expected[mode]), std::string::npos) << e.what();
+    }
+    // With a good peer after it, the read completes: the good one continues where the bad stopped.
+    order = {bad.id(), good.id()};
+    got.clear();
+    peers.read(ref.path, 0, ref.bytes, [&](const char* d, size_t n) { got.append(d, n); });
+    EXPECT_EQ(got.size(), ref.bytes);
+    EXPECT_EQ(sha256_hex(got), ref.sha256);
   }
 }
 
