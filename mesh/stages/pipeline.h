@@ -55,8 +55,9 @@ struct PipelineOptions {
   std::string model_id;                    // what the stages must hold (their StageOpen.model)
   HiddenFormat format = HiddenFormat::F16;
   // A stage silent this long on one step has failed (besides its stream breaking or `alive`
-  // saying it is dead, which are noticed within a poll interval).
-  std::chrono::milliseconds step_timeout{std::chrono::minutes(2)};
+  // saying it is dead, which are noticed within a poll interval). Long: a big prefill chunk on
+  // a slow CPU stage can take minutes, and a live node is watched by gossip anyway.
+  std::chrono::milliseconds step_timeout{std::chrono::minutes(10)};
   std::chrono::milliseconds poll{200};
   // How long a failed step waits for a route over the remaining nodes before the batch fails.
   std::chrono::milliseconds recovery_timeout{std::chrono::seconds(90)};
