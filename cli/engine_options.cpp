@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "fetch/gguf_ranges.h"
 #include "fetch/package_fetch.h"
 #include "package/package_model.h"
 
@@ -13,8 +14,8 @@ namespace llmesh::cli {
 
 void add_engine_options(CLI::App* sub, EngineOptions& o) {
   sub->add_option("-m,--model", o.model,
-                  "GGUF model file, a layer package directory (llmesh package), or the http(s):// base URL "
-                  "of a layer package (fetched into the cache)")
+                  "GGUF model file, a layer package directory (llmesh package), the http(s):// base URL "
+                  "of a layer package, or the http(s):// URL of a .gguf file (fetched into the cache)")
       ->required()
       ->check(CLI::Validator(
           [](std::string& s) -> std::string {
@@ -36,7 +37,13 @@ void add_engine_options(CLI::App* sub, EngineOptions& o) {
 LoadedEngine load_engine(const EngineOptions& o, int n_seq) {
   auto t0 = std::chrono::steady_clock::now();
   LoadedEngine e;
-  if (mesh::is_url(o.model)) {
+  if (mesh::is_gguf_url(o.model)) {
+    mesh::PackageFetchOptions fo;
+    fo.cache_root = o.fetch_cache;
+    fo.progress = mesh::stderr_progress();
+    mesh::FetchedGguf g = mesh::fetch_gguf_layers(o.model, {}, fo);
+    e.model = Model::load(g.path.string());
+  } else if (mesh::is_url(o.model)) {
     mesh::PackageFetchOptions fo;
     fo.cache_root = o.fetch_cache;
     fo.progress = mesh::stderr_progress();

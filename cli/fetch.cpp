@@ -1,5 +1,6 @@
 // llmesh fetch SOURCE [--layers A..B]: fetch exactly the artifacts of a layer package a stage
-// running those layers needs into the artifact cache (docs/layer-packages.md, "Fetching a package").
+// running those layers needs into the artifact cache (docs/layer-packages.md, "Fetching a package"),
+// or, for the URL of a plain GGUF, the byte ranges of those layers (docs/fetching.md).
 #include <cstdio>
 #include <memory>
 #include <stdexcept>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "fetch/gguf_ranges.h"
 #include "fetch/package_fetch.h"
 
 namespace llmesh::cli {
@@ -43,6 +45,31 @@ int run_fetch(const FetchCliOptions& o) {
   if (!o.quiet) fo.progress = mesh::stderr_progress();
   if (o.quiet) fo.warn = [](const std::string&) {};
   LayerRange range = parse_layers(o.layers);
+  if (mesh::is_gguf_url(o.source)) {
+    // A plain GGUF: the header and the layers' byte ranges into a sparse local copy.
+    mesh::FetchedGguf g = mesh::fetch_gguf_layers(o.source, range, fo);
+    const int last = range.last < 0 ? g.n_layer : range.last;
+    if (o.json) {
+      nlohmann::ordered_json j;
+      j["file"] = g.path.string();
+      j["n_layer"] = g.n_layer;
+      j["layers"] = {range.first, last};
+      j["file_bytes"] = g.file_bytes;
+      j["header_bytes"] = g.header_bytes;
+      j["bytes_fetched"] = g.bytes_fetched;
+      j["bytes_cached"] = g.bytes_cached;
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      if (!o.quiet)
+        std::fprintf(stderr, "%s: layers %d..%d of %d by byte ranges: %s fetched, %s from the cache (file %s)\n",
+                     o.source.c_str(), range.first, last, g.n_layer,
+                     mesh::human_bytes(static_cast<double>(g.bytes_fetched)).c_str(),
+                     mesh::human_bytes(static_cast<double>(g.bytes_cached)).c_str(),
+                     mesh::human_bytes(static_cast<double>(g.file_bytes)).c_str());
+      std::printf("%s\n", g.path.string().c_str());
+    }
+    return 0;
+  }
   mesh::FetchedPackage p = mesh::fetch_package(o.source, range, fo);
   const int first = range.first;
   const int last = range.last < 0 ? p.manifest.n_layer : range.last;
@@ -77,9 +104,10 @@ int run_fetch(const FetchCliOptions& o) {
 Runner add_fetch(CLI::App& app) {
   auto o = std::make_shared<FetchCliOptions>();
   auto* sub = app.add_subcommand(
-      "fetch", "Fetch the artifacts of a layer package that a layer range needs into the local cache");
+      "fetch", "Fetch what a layer range needs (a layer package's artifacts, or a GGUF's byte ranges) into the local cache");
   sub->add_option("source", o->source,
-                  "The package: an http(s):// base URL (the directory holding manifest.json) or a local directory")
+                  "The package: an http(s):// base URL (the directory holding manifest.json) or a local directory; "
+                  "or the http(s):// URL of a plain .gguf file (read by byte ranges)")
       ->required();
   sub->add_option("--layers", o->layers,
                   "Layers A..B (A to B-1) or A.. (A to the last); default: all (the whole model)");

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "fetch/fetch_progress.h"
+#include "fetch/gguf_ranges.h"
 #include "fetch/package_fetch.h"
 #include "package/package_model.h"
 
@@ -155,7 +156,15 @@ SplitServing::SplitServing(const EngineOptions& engine, const SplitOptions& opt,
 
   ModelOptions entry_layers;
   entry_layers.layers = {0, 0};
-  if (mesh::is_url(source_)) {
+  if (mesh::is_gguf_url(source_)) {
+    // A plain GGUF over http(s): the header, the embeddings and later the stage's layers are
+    // read by byte ranges into a sparse local copy.
+    if (opt_.split)
+      throw std::invalid_argument(
+          "--split needs a layer package (a directory or URL): make one with `llmesh package MODEL.gguf DIR`; "
+          "a plain GGUF URL works with --layers");
+    gguf_copy_ = fetch_gguf(LayerRange{0, 0}).string();
+  } else if (mesh::is_url(source_)) {
     mesh::PackageFetchOptions fo;
     fo.cache_root = engine.fetch_cache;
     if (!quiet_) fo.progress = mesh::stderr_progress();
@@ -176,7 +185,7 @@ SplitServing::SplitServing(const EngineOptions& engine, const SplitOptions& opt,
     lo.layers = {0, 0};
     entry_model_ = load_package_model(package_dir_, *manifest_, lo);
   } else {
-    entry_model_ = Model::load(source_, entry_layers);
+    entry_model_ = Model::load(gguf_copy_.empty() ? source_ : gguf_copy_, entry_layers);
   }
   model_id_ = !opt_.name.empty() ? opt_.name
               : manifest_        ? manifest_->model_id
@@ -225,7 +234,9 @@ void SplitServing::stop() {
 std::shared_ptr<stages::StageServer> SplitServing::load_stage(LayerRange r) {
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<Model> m;
-  if (mesh::is_url(source_)) {
+  if (!gguf_copy_.empty()) {
+    fetch_gguf(r);
+  } else if (mesh::is_url(source_)) {
     mesh::PackageFetchOptions fo;
     fo.cache_root = engine_.fetch_cache;
     if (!quiet_) fo.progress = mesh::stderr_progress();
@@ -243,7 +254,7 @@ std::shared_ptr<stages::StageServer> SplitServing::load_stage(LayerRange r) {
   } else {
     ModelOptions mo;
     mo.layers = r;
-    m = Model::load(source_, mo);
+    m = Model::load(gguf_copy_.empty() ? source_ : gguf_copy_, mo);
   }
   stages::StageServerOptions so;
   so.threads = threads_;
@@ -256,6 +267,17 @@ std::shared_ptr<stages::StageServer> SplitServing::load_stage(LayerRange r) {
                   model_id_, n_layer(),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
   return std::make_shared<stages::StageServer>(std::shared_ptr<const Model>(std::move(m)), model_id_, so);
+}
+
+std::filesystem::path SplitServing::fetch_gguf(LayerRange r) {
+  mesh::PackageFetchOptions fo;
+  fo.cache_root = engine_.fetch_cache;
+  if (!quiet_) fo.progress = mesh::stderr_progress();
+  mesh::FetchedGguf g = mesh::fetch_gguf_layers(source_, r, fo);
+  log(fmt::format("llmesh: {}: layers [{}, {}) of {}: {} fetched by byte ranges, {} from the cache", source_, r.first,
+                  r.last, g.n_layer, mesh::human_bytes(static_cast<double>(g.bytes_fetched)),
+                  mesh::human_bytes(static_cast<double>(g.bytes_cached))));
+  return g.path;
 }
 
 uint64_t SplitServing::range_bytes(LayerRange r) const {

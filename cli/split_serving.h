@@ -8,6 +8,7 @@
 // in process). It tells the mesh it is an entry once a route over all layers exists.
 #pragma once
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -89,6 +90,7 @@ class SplitServing {
     LayerRange range{0, 0};  // [0, 0): nothing
   };
   std::shared_ptr<mesh::stages::StageServer> load_stage(LayerRange r);
+  std::filesystem::path fetch_gguf(LayerRange r);  // a plain GGUF URL: the range's bytes
   std::vector<mesh::stages::StageCandidate> candidates() const;
   void plan_loop();
   void plan_once();
@@ -103,6 +105,7 @@ class SplitServing {
   std::string model_id_;
   std::string source_;        // -m as given
   std::string package_dir_;   // a local package directory (or the fetch cache's copy)
+  std::string gguf_copy_;     // a plain GGUF URL: the sparse local copy
   std::optional<PackageManifest> manifest_;
   uint64_t memory_budget_ = 0;  // 0: no --memory
   std::optional<PlanLock> lock_;

@@ -272,6 +272,16 @@ std::unique_ptr<GgufFile> GgufFile::parse(const uint8_t* data, size_t size, std:
   return f;
 }
 
+std::unique_ptr<GgufFile> GgufFile::parse_header(const uint8_t* data, size_t size, std::string label) {
+  std::unique_ptr<GgufFile> f(new GgufFile());
+  f->path_ = std::move(label);
+  f->base_ = data;
+  f->size_ = size;
+  f->header_only_ = true;
+  f->parse_all();
+  return f;
+}
+
 GgufFile::~GgufFile() {
   if (map_) munmap(map_, size_);
 }
@@ -359,7 +369,7 @@ void GgufFile::parse_all() {
                        pname, t.ne[0], tr.name, tr.block_elems));
     unsigned __int128 bytes = elems / static_cast<uint64_t>(tr.block_elems) *
                               static_cast<uint64_t>(tr.block_bytes);
-    if (bytes > size_)
+    if (bytes > (header_only_ ? (unsigned __int128)1 << 62 : size_))
       fail(fmt::format("tensor '{}': {} {} needs {:.0f} bytes, more than the whole file ({})",
                        pname, t.shape_string(), tr.name, static_cast<double>(bytes), size_));
     t.nbytes = static_cast<uint64_t>(bytes);
@@ -375,10 +385,16 @@ void GgufFile::parse_all() {
 
   uint64_t pos = c.pos();
   data_offset_ = (pos + alignment_ - 1) / alignment_ * alignment_;
-  if (!tensors_.empty() && data_offset_ > size_)
+  if (!tensors_.empty() && data_offset_ > size_ && !header_only_)
     fail(fmt::format("truncated: the data section would start at {} past the end ({})",
                      data_offset_, size_));
   for (auto& t : tensors_) {
+    if (header_only_) {  // the data is elsewhere: offsets only, checked against each other below
+      if (t.offset > (1ull << 62) || t.nbytes > (1ull << 62))
+        fail(fmt::format("tensor '{}': offset {} or size {} is impossible", printable(t.name), t.offset, t.nbytes));
+      t.data = nullptr;
+      continue;
+    }
     uint64_t room = size_ - data_offset_;
     if (t.offset > room || t.nbytes > room - t.offset)
       fail(fmt::format("tensor '{}': data at offset {} ({} bytes) extends past the end of the file "

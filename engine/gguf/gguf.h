@@ -89,6 +89,11 @@ class GgufFile {
   static std::unique_ptr<GgufFile> open(const std::string& path);
   // Parses a buffer the caller keeps alive (fuzzing, tests). `label` names it in errors.
   static std::unique_ptr<GgufFile> parse(const uint8_t* data, size_t size, std::string label);
+  // Parses only the header (metadata and tensor infos) from the first bytes of a file whose
+  // tensor data is not at hand (a remote GGUF read by byte ranges): tensors get offsets and
+  // sizes, no data (GgufTensor::data is null). Throws GgufError when the bytes end before the
+  // header does, like for any other defect; the caller may retry with more bytes.
+  static std::unique_ptr<GgufFile> parse_header(const uint8_t* data, size_t size, std::string label);
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;
@@ -131,6 +136,7 @@ class GgufFile {
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
   void* map_ = nullptr;  // non-null when we own an mmap
+  bool header_only_ = false;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;

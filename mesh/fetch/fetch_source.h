@@ -94,6 +94,9 @@ struct HttpSourceOptions {
   // A CA bundle (PEM) to trust instead of the system's; empty: the system's store.
   std::string ca_cert_file;
   std::string user_agent = "llmesh-fetch/0.1";
+  // Ask for exactly [offset, offset + length) ("Range: bytes=A-B") instead of everything from
+  // offset on: for reading pieces of a big file (a plain GGUF by byte ranges, gguf_ranges.h).
+  bool bounded_ranges = false;
 };
 
 // GET base_url + path (each segment percent-encoded) with "Range: bytes=OFFSET-" to resume.

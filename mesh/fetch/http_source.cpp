@@ -139,7 +139,7 @@ HttpSource::HttpSource(std::string base_url, HttpSourceOptions options)
 
 std::string HttpSource::describe() const { return base_url_; }
 
-void HttpSource::read(const std::string& path, uint64_t offset, uint64_t /*length*/,
+void HttpSource::read(const std::string& path, uint64_t offset, uint64_t length,
                       const ChunkSink& sink) {
   validate_artifact_path(path);
   const Url base = parse_url(base_url_);
@@ -167,7 +167,10 @@ void HttpSource::read(const std::string& path, uint64_t offset, uint64_t /*lengt
 
     httplib::Headers headers{{"User-Agent", options_.user_agent},
                              {"Accept-Encoding", "identity"}};
-    if (offset > 0) headers.emplace("Range", fmt::format("bytes={}-", offset));
+    if (options_.bounded_ranges && length > 0)
+      headers.emplace("Range", fmt::format("bytes={}-{}", offset, offset + length - 1));
+    else if (offset > 0)
+      headers.emplace("Range", fmt::format("bytes={}-", offset));
     if (!options_.bearer_token.empty() && url.scheme == "https" && url.origin() == base.origin())
       headers.emplace("Authorization", "Bearer " + options_.bearer_token);
 

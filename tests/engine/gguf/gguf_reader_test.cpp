@@ -313,3 +313,28 @@ TEST(GgufReader, ArrayAccessorsDoNotInvokeUndefinedBehaviour) {
 }
 
 }  // namespace
+
+namespace llmesh {
+namespace {
+
+// The header alone (a remote file read by byte ranges): offsets and sizes of every tensor, no
+// data; bytes that end inside the header are an error like any truncation, never a crash.
+TEST(GgufHeaderOnly, ParsesTheHeaderWithoutTheData) {
+  auto whole = GgufFile::open(test::model_path("stories260K-f32.gguf"));
+  std::vector<uint8_t> head(whole->base(), whole->base() + whole->data_offset());
+  auto h = GgufFile::parse_header(head.data(), head.size(), "header");
+  ASSERT_EQ(h->tensors().size(), whole->tensors().size());
+  EXPECT_EQ(h->data_offset(), whole->data_offset());
+  for (size_t i = 0; i < h->tensors().size(); ++i) {
+    EXPECT_EQ(h->tensors()[i].name, whole->tensors()[i].name);
+    EXPECT_EQ(h->tensors()[i].offset, whole->tensors()[i].offset);
+    EXPECT_EQ(h->tensors()[i].nbytes, whole->tensors()[i].nbytes);
+    EXPECT_EQ(h->tensors()[i].data, nullptr);
+  }
+  EXPECT_EQ(h->get_uint("llama.block_count"), 5u);
+  for (size_t n : {size_t{0}, size_t{4}, size_t{24}, head.size() / 2, head.size() - 200})
+    EXPECT_THROW(GgufFile::parse_header(head.data(), n, "short"), GgufError) << n;
+}
+
+}  // namespace
+}  // namespace llmesh
