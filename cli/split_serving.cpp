@@ -187,6 +187,7 @@ SplitServing::SplitServing(const EngineOptions& engine, const SplitOptions& opt,
   } else {
     entry_model_ = Model::load(gguf_copy_.empty() ? source_ : gguf_copy_, entry_layers);
   }
+  offer_package();
   model_id_ = !opt_.name.empty() ? opt_.name
               : manifest_        ? manifest_->model_id
                                  : std::filesystem::path(source_).stem().string();
@@ -208,7 +209,10 @@ SplitServing::SplitServing(const EngineOptions& engine, const SplitOptions& opt,
   }
   if (!opt_.layers.empty()) {
     LayerRange r = parse_layer_range(opt_.layers, c.n_layer);
-    held_ = {load_stage(r), r};
+    if (mesh::is_url(source_) && gguf_copy_.empty())
+      pending_layers_ = r;  // fetched once the node has joined: from peers first
+    else
+      held_ = {load_stage(r), r};
   }
 }
 
@@ -229,6 +233,7 @@ void SplitServing::stop() {
     s = held_.server;
   }
   if (s) s->stop();
+  artifacts_.stop();
 }
 
 std::shared_ptr<stages::StageServer> SplitServing::load_stage(LayerRange r) {
@@ -240,7 +245,16 @@ std::shared_ptr<stages::StageServer> SplitServing::load_stage(LayerRange r) {
     mesh::PackageFetchOptions fo;
     fo.cache_root = engine_.fetch_cache;
     if (!quiet_) fo.progress = mesh::stderr_progress();
-    mesh::FetchedPackage p = mesh::fetch_package(source_, r, fo);
+    // From the mesh's nodes that hold these files first, from the URL for the rest.
+    mesh::FetchedPackage p;
+    if (node_) {
+      auto peers = std::make_shared<mesh::PeerSource>(
+          node_->transport(), [this](const mesh::ArtifactRef& ref) { return artifact_holders(ref); });
+      mesh::FallbackSource src({peers, std::shared_ptr<mesh::ArtifactSource>(mesh::make_source(source_))});
+      p = mesh::fetch_package(src, source_, r, fo);
+    } else {
+      p = mesh::fetch_package(source_, r, fo);
+    }
     log(fmt::format("llmesh: layers [{}, {}) of {}: {} fetched, {} from the cache", r.first, r.last, model_id_,
                     mesh::human_bytes(static_cast<double>(p.bytes_fetched)),
                     mesh::human_bytes(static_cast<double>(p.bytes_cached))));
@@ -256,6 +270,7 @@ std::shared_ptr<stages::StageServer> SplitServing::load_stage(LayerRange r) {
     mo.layers = r;
     m = Model::load(gguf_copy_.empty() ? source_ : gguf_copy_, mo);
   }
+  offer_package();
   stages::StageServerOptions so;
   so.threads = threads_;
   so.max_ctx = 1 << 17;
@@ -278,6 +293,62 @@ std::filesystem::path SplitServing::fetch_gguf(LayerRange r) {
                   r.last, g.n_layer, mesh::human_bytes(static_cast<double>(g.bytes_fetched)),
                   mesh::human_bytes(static_cast<double>(g.bytes_cached))));
   return g.path;
+}
+
+void SplitServing::offer_package() {
+  if (!manifest_ || package_dir_.empty()) return;
+  try {
+    artifacts_.add_package(package_dir_, *manifest_);
+  } catch (const std::exception& e) {
+    log(fmt::format("llmesh: not offering {} to peers: {}", package_dir_, e.what()));
+  }
+  // Which layer files are here (gossiped as "on disk": peers ask this node for them).
+  std::vector<bool> have(static_cast<size_t>(manifest_->n_layer), false);
+  for (const Artifact& a : manifest_->artifacts) {
+    std::error_code ec;
+    if (a.kind == "layer" && a.layer >= 0 && a.layer < manifest_->n_layer &&
+        std::filesystem::file_size(std::filesystem::path(package_dir_) / a.path, ec) == a.bytes && !ec)
+      have[static_cast<size_t>(a.layer)] = true;
+  }
+  std::vector<gossip::LayerRange> runs;
+  for (int i = 0; i < manifest_->n_layer;) {
+    if (!have[static_cast<size_t>(i)]) {
+      ++i;
+      continue;
+    }
+    int j = i;
+    while (j < manifest_->n_layer && have[static_cast<size_t>(j)]) ++j;
+    runs.push_back({static_cast<uint32_t>(i), static_cast<uint32_t>(j)});
+    i = j;
+  }
+  std::lock_guard lk(mu_);
+  disk_ranges_ = std::move(runs);
+}
+
+std::vector<mesh::NodeId> SplitServing::artifact_holders(const mesh::ArtifactRef& ref) const {
+  if (!node_ || !manifest_) return {};
+  const Artifact* art = nullptr;
+  for (const Artifact& a : manifest_->artifacts)
+    if (a.path == ref.path) art = &a;
+  if (!art) return {};
+  std::vector<std::pair<double, mesh::NodeId>> found;
+  for (const auto& v : node_->members()) {
+    if (v.self || !v.id || !v.connected || !v.member.has_state) continue;
+    if (v.member.status != gossip::MemberStatus::alive) continue;
+    for (const auto& m : v.member.state.models) {
+      if (m.name != model_id_ || static_cast<int>(m.total_layers) != n_layer()) continue;
+      bool has = art->kind == "metadata" || art->kind == "embeddings";  // every node of a split model holds them
+      for (const auto& r : m.on_disk) {
+        if (art->kind == "layer" && art->layer >= static_cast<int>(r.first) && art->layer < static_cast<int>(r.last)) has = true;
+        if (art->kind == "output" && static_cast<int>(r.last) == n_layer()) has = true;
+      }
+      if (has) found.emplace_back(v.rtt ? static_cast<double>(v.rtt->count()) : 1e12, *v.id);
+    }
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<mesh::NodeId> out;
+  for (const auto& [rtt, id] : found) out.push_back(id);
+  return out;
 }
 
 uint64_t SplitServing::range_bytes(LayerRange r) const {
@@ -329,6 +400,19 @@ void SplitServing::attach(mesh::MeshNode& node) {
   pipeline_ = std::make_unique<stages::PipelineBatchModel>(*entry_forward_, node.transport(),
                                                            [this] { return candidates(); }, alive, po);
   planner_ = std::thread([this] {
+    if (pending_layers_) {
+      // Wait (a little) for the mesh, so the layers come from peers that hold them.
+      const auto until = std::chrono::steady_clock::now() + 3s;
+      while (!stopping_ && node_->members().size() < 2 && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(50ms);
+      try {
+        auto server = load_stage(*pending_layers_);
+        std::lock_guard lk(mu_);
+        held_ = {server, *pending_layers_};
+      } catch (const std::exception& e) {
+        log(fmt::format("llmesh: cannot load layers [{}, {}): {}", pending_layers_->first, pending_layers_->last, e.what()));
+      }
+    }
     while (!stopping_) {
       try {
         route_ok_ = pipeline_->route_available();
@@ -497,8 +581,8 @@ void SplitServing::describe(gossip::NodeState& s) const {
   std::lock_guard lk(mu_);
   m->total_layers = static_cast<uint32_t>(n_layer());
   m->loaded = {static_cast<uint32_t>(held_.range.first), static_cast<uint32_t>(held_.range.last)};
-  m->on_disk.clear();
-  if (held_.range.last > held_.range.first) m->on_disk.push_back(m->loaded);
+  m->on_disk = disk_ranges_;
+  if (m->on_disk.empty() && held_.range.last > held_.range.first) m->on_disk.push_back(m->loaded);
   m->split = opt_.split;
   m->entry = route_ok_.load();
   m->plan = plan_ ? fmt::format("{}/{}", plan_->epoch, plan_->digest.substr(0, 16)) : std::string();
@@ -555,6 +639,10 @@ std::string SplitServing::unavailable() const {
 }
 
 bool SplitServing::take_stream(std::shared_ptr<mesh::Stream>& s) {
+  if (mesh::ArtifactServer::is_artifact_stream(s->header())) {
+    artifacts_.serve(s);
+    return true;
+  }
   if (!stages::is_stage_stream(s->header())) return false;
   std::shared_ptr<stages::StageServer> server;
   {
@@ -580,6 +668,8 @@ nlohmann::json SplitServing::status_json() const {
     server = held_.server;
   }
   if (memory_budget_) j["memory_budget"] = memory_budget_;
+  auto as = artifacts_.stats();
+  j["artifacts_served"] = {{"files", artifacts_.size()}, {"streams", as.streams}, {"bytes", as.bytes_sent}};
   if (server) {
     auto st = server->stats();
     j["stage"] = {{"sessions", st.streams}, {"sessions_total", st.streams_total}, {"steps", st.steps},

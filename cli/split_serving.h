@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/engine_options.h"
+#include "fetch/peer_artifacts.h"
 #include "gossip/node_state.h"
 #include "node/mesh_node.h"
 #include "package/manifest.h"
@@ -91,6 +92,10 @@ class SplitServing {
   };
   std::shared_ptr<mesh::stages::StageServer> load_stage(LayerRange r);
   std::filesystem::path fetch_gguf(LayerRange r);  // a plain GGUF URL: the range's bytes
+  // Nodes that should have an artifact of the package (the layer on disk, or any node of the
+  // model for the metadata and embeddings), connected, nearest first.
+  std::vector<mesh::NodeId> artifact_holders(const mesh::ArtifactRef& ref) const;
+  void offer_package();  // serve this node's package files to peers
   std::vector<mesh::stages::StageCandidate> candidates() const;
   void plan_loop();
   void plan_once();
@@ -109,6 +114,8 @@ class SplitServing {
   std::optional<PackageManifest> manifest_;
   uint64_t memory_budget_ = 0;  // 0: no --memory
   std::optional<PlanLock> lock_;
+  std::optional<LayerRange> pending_layers_;  // --layers from a package URL: loaded once joined (peers)
+  std::vector<gossip::LayerRange> disk_ranges_;  // layer files of the package present here
   mesh::stages::HiddenFormat format_ = mesh::stages::HiddenFormat::F16;
 
   std::unique_ptr<Model> entry_model_;
@@ -116,6 +123,7 @@ class SplitServing {
   std::unique_ptr<ThreadPool> entry_pool_;
   std::unique_ptr<Forward> entry_forward_;
   std::unique_ptr<Adapter> adapter_;
+  mesh::ArtifactServer artifacts_;  // this node's package files, for peers fetching them
   std::unique_ptr<mesh::stages::PipelineBatchModel> pipeline_;
   mesh::MeshNode* node_ = nullptr;
 

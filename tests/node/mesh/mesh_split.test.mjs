@@ -5,7 +5,8 @@
 // another node, the entry rebuilds the lost KV and the stream goes on with the same text.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Cluster, runLlmesh, modelPath, now, sleep, figure } from './cluster.mjs';
@@ -120,6 +121,44 @@ test('3 stages with f32 and q8 hidden states', cluster.guard(async () => {
   const q8 = (await complete(b, 40)).choices[0].text;
   assert.equal(q8.slice(0, 30), reference.short.slice(0, 30));
   await Promise.all([a, b, c].map((n) => n.terminate()));
+}));
+
+test('a stage fetches its layers from a peer that holds them, not from the origin', cluster.guard(async () => {
+  // The origin URL has only the small files; the layer files exist only on node "holder".
+  const asked = [];
+  const origin = http.createServer((req, res) => {
+    const name = decodeURIComponent(req.url.slice(1));
+    asked.push(name);
+    if (!['manifest.json', 'metadata.gguf', 'embeddings.gguf'].includes(name)) {
+      res.writeHead(404);
+      res.end('not here');
+      return;
+    }
+    const data = readFileSync(path.join(pkg, name));
+    const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+    const a = m ? Number(m[1]) : 0, b = m && m[2] ? Number(m[2]) : data.length - 1;
+    res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${data.length}` } : {}) });
+    res.end(data.subarray(a, b + 1));
+  });
+  await new Promise((r) => origin.listen(0, '127.0.0.1', r));
+  const cache = mkdtempSync(path.join(tmpdir(), 'llmesh-split-cache-'));
+  try {
+    const holder = await cluster.startServer({ label: 'holder', modelPath: pkg, name: NAME, args: ['--layers', '0..2'] });
+    const { token } = await holder.invite();
+    const url = `http://127.0.0.1:${origin.address().port}/`;
+    const fetcher = await cluster.startServer({ label: 'fetcher', modelPath: url, name: NAME, join: token,
+      args: ['--layers', '2..5', '--fetch-cache', cache] });
+    await waitForEntry([holder, fetcher]);
+    assert.deepEqual((await split(fetcher)).layers, [2, 5]);
+    assert.equal((await complete(fetcher, 40)).choices[0].text, reference.short);
+    assert.ok(!asked.some((n) => n.startsWith('layers/') || n === 'output.gguf'), `the origin was asked for ${asked}`);
+    const served = (await split(holder)).artifacts_served;
+    assert.ok(served.bytes >= 3 * 182464, `the holder served ${JSON.stringify(served)}`);
+    await Promise.all([holder.terminate(), fetcher.terminate()]);
+  } finally {
+    origin.close();
+    rmSync(cache, { recursive: true, force: true });
+  }
 }));
 
 test('--split: a node that joins receives layers, then a stage killed mid-stream is replaced', cluster.guard(async () => {
