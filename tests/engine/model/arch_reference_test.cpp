@@ -2,6 +2,8 @@
 // qwen3moe, qwen2moe with a shared expert, llama with partial and linearly scaled RoPE) are
 // built here as tiny random F32 GGUFs and checked against a naive forward pass written in this
 // file straight from the math: one token at a time, plain loops, double accumulators.
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -256,8 +258,16 @@ struct Reference {
   }
 };
 
+// A file per test and process: CTest runs the tests of this binary in parallel processes, and
+// several of them build a model of the same architecture.
+std::string model_file(const std::string& arch) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return ::testing::TempDir() + "/arch_" + arch + "_" + (info ? info->name() : "x") + "_" +
+         std::to_string(::getpid()) + ".gguf";
+}
+
 void check_against_reference(const Shape& s) {
-  const std::string path = ::testing::TempDir() + "/arch_" + s.arch + ".gguf";
+  const std::string path = model_file(s.arch);
   Weights w = write_model(s, path);
   auto model = Model::load(path);
   EXPECT_EQ(model->config().arch_name, s.arch);
@@ -345,7 +355,7 @@ TEST(ArchReference, Llama3RopeFrequencyFactors) {
 TEST(ArchReference, UnsupportedArchitectureIsNamed) {
   Shape s;
   s.arch = "gpt2";
-  const std::string path = ::testing::TempDir() + "/arch_gpt2.gguf";
+  const std::string path = model_file("gpt2");
   write_model(s, path);
   try {
     Model::load(path);
@@ -353,6 +363,7 @@ TEST(ArchReference, UnsupportedArchitectureIsNamed) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("architecture 'gpt2' is not supported"), std::string::npos) << e.what();
   }
+  std::filesystem::remove(path);
 }
 
 }  // namespace
