@@ -33,7 +33,7 @@ void add_split_options(CLI::App* sub, SplitOptions& o) {
   sub->add_option("--memory", o.memory,
                   "Memory this node offers a split model, e.g. 6G (default: what the machine has free)");
   sub->add_option("--plan-lock", o.plan_lock,
-                  "With --split: a JSON file pinning layer ranges to nodes (docs/stages.md, \"Plan lock file\")")
+                  "With --split: a JSON file pinning layer ranges to nodes, {\"model\": ID, \"stages\": [{\"node\": ID, \"layers\": [A, B]}]} (docs/stages.md)")
       ->check(CLI::ExistingFile);
   sub->add_option("--stage-ttl", o.stage_ttl_s, "Seconds an idle entry's KV is kept on this node's stage")
       ->check(CLI::Range(1, 86400))
