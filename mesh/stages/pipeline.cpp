@@ -362,7 +362,7 @@ std::span<const float> PipelineBatchModel::run(const Batch& batch) {
     throw std::invalid_argument("batch arrays have different lengths");
   size_t n_out = 0;
   for (uint8_t o : batch.output) n_out += o;
-  logits_.assign(n_out * static_cast<size_t>(cfg_.n_vocab), 0.0f);
+  logits_.resize(n_out * static_cast<size_t>(cfg_.n_vocab));  // every row is written in full below
   std::optional<Clock::time_point> failed_at;
   for (;;) {
     try {

@@ -11,6 +11,7 @@
 
 #include "gossip/codec.h"
 #include "kernels/fp16.h"
+#include "sampling/sampler.h"
 
 namespace llmesh::mesh::stages {
 
@@ -363,14 +364,16 @@ StepReply decode_reply(std::span<const uint8_t> bytes, bool last, int n_tokens, 
 
 void top_candidates(const float* row, int n_vocab, int k, std::vector<int32_t>& ids, std::vector<float>& vals) {
   k = std::clamp(k, 1, n_vocab);
+  if (k == 1) {  // greedy, every token: no index array
+    const int32_t best = argmax(row, n_vocab);
+    ids.push_back(best);
+    vals.push_back(row[best]);
+    return;
+  }
   std::vector<int32_t> idx(static_cast<size_t>(n_vocab));
   std::iota(idx.begin(), idx.end(), 0);
   auto better = [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); };
-  if (k == 1) {
-    idx[0] = static_cast<int32_t>(std::min_element(idx.begin(), idx.end(), better) - idx.begin());
-  } else {
-    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), better);
-  }
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), better);
   for (int i = 0; i < k; ++i) {
     ids.push_back(idx[static_cast<size_t>(i)]);
     vals.push_back(row[idx[static_cast<size_t>(i)]]);
