@@ -169,6 +169,41 @@ export async function gossipRates(nodes, seconds) {
   return { rows, median: median(rows.map((r) => r.bytesPerS)), max: Math.max(...rows.map((r) => r.bytesPerS)) };
 }
 
+// A streamed greedy /v1/completions on `node`; onChunk(n) runs (awaited) after the n-th
+// non-empty text chunk. Resolves with { text, times (arrival of each chunk), finish }; an error
+// event in the stream throws.
+export async function streamCompletion(node, model, prompt, maxTokens, onChunk = () => {}, { timeoutMs = 300000 } = {}) {
+  const r = await fetch(`${node.baseURL}/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model, prompt, max_tokens: maxTokens, temperature: 0, stream: true }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  if (r.status !== 200) throw new Error(`${node.label}: HTTP ${r.status}: ${await r.text()}`);
+  const decoder = new TextDecoder();
+  let buf = '', text = '', finish = null;
+  const times = [];
+  for await (const part of r.body) {
+    buf += decoder.decode(part, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const ev = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
+      const j = JSON.parse(ev.slice(6));
+      if (j.error) throw new Error(`stream error: ${JSON.stringify(j.error)}`);
+      const c = j.choices?.[0];
+      if (c?.text) {
+        text += c.text;
+        times.push(now());
+        await onChunk(times.length);
+      }
+      if (c?.finish_reason) finish = c.finish_reason;
+    }
+  }
+  return { text, times, finish };
+}
+
 export function median(xs) {
   const v = [...xs].sort((p, q) => p - q);
   if (!v.length) return NaN;

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Cluster, runLlmesh, modelPath, now, sleep, figure } from './cluster.mjs';
+import { Cluster, runLlmesh, modelPath, now, sleep, figure, streamCompletion } from './cluster.mjs';
 
 const RESUME_BOUND_MS = 8000;  // kill -9 -> next token on the stream
 const cluster = new Cluster({ ctx: 256, threads: 1, parallel: 2 });
@@ -37,40 +37,6 @@ async function complete(node, maxTokens, { prompt = 'Once upon a time', timeoutM
   const body = await r.json();
   assert.equal(r.status, 200, `${node.label}: ${JSON.stringify(body)}`);
   return body;
-}
-
-// A streamed completion; onChunk(n) runs after the n-th text chunk. Resolves with the text and
-// each chunk's arrival time.
-async function stream(node, maxTokens, onChunk = () => {}) {
-  const r = await fetch(`${node.baseURL}/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'stories', prompt: 'Once upon a time', max_tokens: maxTokens, temperature: 0, stream: true }),
-    signal: AbortSignal.timeout(120000),
-  });
-  assert.equal(r.status, 200);
-  const decoder = new TextDecoder();
-  let buf = '', text = '', finish = null;
-  const times = [];
-  for await (const part of r.body) {
-    buf += decoder.decode(part, { stream: true });
-    let i;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const ev = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
-      const j = JSON.parse(ev.slice(6));
-      if (j.error) throw new Error(`stream error: ${JSON.stringify(j.error)}`);
-      const c = j.choices?.[0];
-      if (c?.text) {
-        text += c.text;
-        times.push(now());
-        await onChunk(times.length);
-      }
-      if (c?.finish_reason) finish = c.finish_reason;
-    }
-  }
-  return { text, times, finish };
 }
 
 const split = async (node) => (await node.status()).split;
@@ -183,7 +149,7 @@ test('--split: a node that joins receives layers, then a stage killed mid-stream
   // Slow every link down (5 ms each way) so the stream lasts a few seconds.
   for (const n of [p1, p2, p3]) await relay.fault(n.link, 'latency=5');
   let killedAt = 0, victim = null;
-  const r = await stream(p3, 200, async (n) => {
+  const r = await streamCompletion(p3, NAME, 'Once upon a time', 200, async (n) => {
     if (n !== 40) return;
     const route = (await split(p3)).pipeline.route;
     victim = [p1, p2].find((x) => x.id === route[0].node);  // the first stage of the pipeline

@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Cluster, runLlmesh, modelPath, sharedDir, now, sleep, figure, netnsUp, netnsDown, netnsAddr } from './cluster.mjs';
+import { Cluster, runLlmesh, modelPath, sharedDir, now, sleep, figure, streamCompletion, netnsUp, netnsDown, netnsAddr } from './cluster.mjs';
 
 const NAME = 'split-model';
 const cluster = new Cluster({ ctx: 512, threads: 1, parallel: 1 });
@@ -57,38 +57,6 @@ async function complete(node, maxTokens, prompt) {
   return body.choices[0].text;
 }
 
-async function stream(node, maxTokens, prompt, onChunk) {
-  const r = await fetch(`${node.baseURL}/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: NAME, prompt, max_tokens: maxTokens, temperature: 0, stream: true }),
-    signal: AbortSignal.timeout(300000),
-  });
-  assert.equal(r.status, 200);
-  const decoder = new TextDecoder();
-  let buf = '', text = '', n = 0, finish = null;
-  const times = [];
-  for await (const part of r.body) {
-    buf += decoder.decode(part, { stream: true });
-    let i;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const ev = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
-      const j = JSON.parse(ev.slice(6));
-      if (j.error) throw new Error(`stream error: ${JSON.stringify(j.error)}`);
-      const c = j.choices?.[0];
-      if (c?.text !== undefined && c.text !== '') {
-        text += c.text;
-        times.push(now());
-        await onChunk(++n);
-      }
-      if (c?.finish_reason) finish = c.finish_reason;
-    }
-  }
-  return { text, times, finish };
-}
-
 async function waitForEntry(node, timeoutMs = 60000) {
   const deadline = now() + timeoutMs;
   for (;;) {
@@ -126,7 +94,7 @@ async function splitAcrossNamespaces(t, { gguf, nLayer, prompt, tokens, killAt, 
   await waitForEntry(e);
   assert.equal(await complete(e, tokens, prompt), reference, '3 stages across namespaces');
   let killedAt = 0, victim = null;
-  const r = await stream(e, tokens, prompt, async (n) => {
+  const r = await streamCompletion(e, NAME, prompt, tokens, async (n) => {
     if (n !== killAt) return;
     const route = (await e.status()).split.pipeline.route;
     assert.equal(route.length, 3);
