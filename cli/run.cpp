@@ -1,6 +1,9 @@
 // llmesh run -m MODEL.gguf -p PROMPT: generate text on this machine, streamed to stdout.
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
+#include <optional>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -11,7 +14,9 @@
 
 #include "cli/commands.h"
 #include "cli/engine_options.h"
+#include "cli/spec_options.h"
 #include "sampling/sampler.h"
+#include "scheduler/scheduler.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmesh::cli {
@@ -24,10 +29,10 @@ struct RunOptions {
   SamplingParams sampling;
   int64_t seed = -1;
   bool ignore_eos = false, special = false, json = false, no_echo = false;
+  SpecCliOptions spec;
 };
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 int run_generate(RunOptions& o) {
   if (!o.prompt_file.empty()) {
@@ -55,56 +60,82 @@ int run_generate(RunOptions& o) {
   int n_predict = o.n_predict < 0 ? n_ctx - static_cast<int>(ids.size())
                                   : std::min(o.n_predict, n_ctx - static_cast<int>(ids.size()));
 
-  Sampler sampler(o.sampling, cfg.n_vocab);
-  for (int32_t id : ids) sampler.accept(id);
-  StreamDecoder out(*tok, o.special);
+  // One request through the scheduler: the same path the server takes, speculation included.
+  o.spec.fetch_cache = o.engine.fetch_cache;
+  SpecSetup spec = make_spec(o.spec, *e.model, e.pool.get(), o.engine.threads, 1, n_ctx);
+  LocalBatchModel batch_model(*e.forward);
+  SchedulerOptions so;
+  so.n_parallel = 1;
+  so.max_queue = 0;
+  so.step_tokens = o.engine.batch;
+  so.draft = spec.source.get();
+  so.window = spec.window;
+
+  GenerationRequest req;
+  req.prompt = ids;
+  req.sampling = o.sampling;
+  req.max_tokens = n_predict;
+  if (!o.ignore_eos)
+    for (int32_t id = 0; id < cfg.n_vocab; ++id)
+      if (tok->is_eog(id)) req.stop_tokens.push_back(id);
+
+  // Prints as tokens come (the scheduler thread calls on_token) and hands the result back.
+  struct RunSink : GenerationSink {
+    StreamDecoder out;
+    bool json, strip_space;
+    std::vector<int32_t> generated;
+    std::string text;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<GenerationResult> result;
+    RunSink(const Tokenizer& t, bool special, bool json, bool strip) : out(t, special), json(json), strip_space(strip) {}
+    bool on_token(const TokenEvent& ev) override {
+      generated.push_back(ev.token);
+      std::string piece = out.push(ev.token);
+      // With no prompt, the first word's SentencePiece space prefix has nothing to separate.
+      if (text.empty() && strip_space && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);
+      text += piece;
+      if (!json && !piece.empty()) {
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      }
+      return true;
+    }
+    void on_done(const GenerationResult& r) override {
+      std::lock_guard lk(mu);
+      result = r;
+      cv.notify_all();
+    }
+  };
+  auto sink = std::make_shared<RunSink>(*tok, o.special, o.json, o.prompt.empty());
   if (!o.json && !o.no_echo) {
     std::fputs(o.prompt.c_str(), stdout);
     std::fflush(stdout);
   }
-
-  // Prompt: in chunks of --batch tokens; logits only for the last one.
-  auto t_prefill = Clock::now();
-  std::span<const float> logits;
-  Batch batch;
-  for (size_t i = 0; i < ids.size(); i += o.engine.batch) {
-    batch.clear();
-    size_t end = std::min(ids.size(), i + o.engine.batch);
-    for (size_t j = i; j < end; ++j) batch.add(ids[j], static_cast<int>(j), 0, j + 1 == ids.size());
-    logits = e.forward->run(batch);
+  GenerationResult res;
+  res.finish = FinishReason::Length;
+  SchedulerStats st;
+  if (n_predict > 0) {
+    Scheduler scheduler(batch_model, so);
+    scheduler.submit(req, sink);
+    std::unique_lock lk(sink->mu);
+    sink->cv.wait(lk, [&] { return sink->result.has_value(); });
+    res = *sink->result;
+    st = scheduler.stats();
   }
-  double prefill_s = seconds_since(t_prefill);
-
-  auto t_decode = Clock::now();
-  std::vector<int32_t> generated;
-  std::string text, stop_reason = "length";
-  int pos = static_cast<int>(ids.size());
-  for (int i = 0; i < n_predict; ++i) {
-    int32_t next = sampler.sample(logits.data());
-    if (tok->is_eog(next) && !o.ignore_eos) {
-      stop_reason = "eos";
-      break;
-    }
-    generated.push_back(next);
-    sampler.accept(next);
-    std::string piece = out.push(next);
-    // With no prompt, the first word's SentencePiece space prefix has nothing to separate.
-    if (text.empty() && o.prompt.empty() && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);
-    text += piece;
-    if (!o.json && !piece.empty()) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-    }
-    if (i + 1 == n_predict) break;
-    batch.clear();
-    batch.add(next, pos++, 0, true);
-    logits = e.forward->run(batch);
-  }
-  std::string rest = out.flush();
-  text += rest;
-  double decode_s = seconds_since(t_decode);
+  if (res.finish == FinishReason::Error) throw std::runtime_error("generation failed: " + res.error);
+  const std::vector<int32_t>& generated = sink->generated;
+  std::string rest = sink->out.flush();
+  std::string text = sink->text + rest;
+  const std::string stop_reason = res.finish == FinishReason::Stop ? "eos" : "length";
+  // Prefill: admission to the first token; decode: from there to the last (the first token's
+  // sampling is counted with decode, as before).
+  const bool any = res.completion_tokens > 0;
+  double prefill_s = any ? std::chrono::duration<double>(res.first_token - res.started).count() : 0;
+  double decode_s = any ? std::chrono::duration<double>(res.finished - res.first_token).count() : 0;
   double prefill_tps = ids.size() / std::max(prefill_s, 1e-9);
-  double decode_tps = generated.size() / std::max(decode_s, 1e-9);
+  // The first token comes with the prompt; the rest took decode_s.
+  double decode_tps = generated.size() > 1 ? (generated.size() - 1) / std::max(decode_s, 1e-9) : 0;
 
   if (o.json) {
     nlohmann::json j;
@@ -120,6 +151,18 @@ int run_generate(RunOptions& o) {
     j["load_s"] = e.load_seconds;
     j["prefill_tok_s"] = prefill_tps;
     j["decode_tok_s"] = decode_tps;
+    if (spec.source) {
+      j["speculative"] = {{"proposer", spec.source->name()},
+                          {"draft_max", spec.window.draft_max},
+                          {"adaptive", spec.window.adaptive},
+                          {"windows", st.spec_windows},
+                          {"drafted", st.spec_drafted},
+                          {"accepted", st.spec_accepted},
+                          {"acceptance", st.spec_drafted ? double(st.spec_accepted) / st.spec_drafted : 0.0},
+                          {"tokens_per_verification",
+                           st.spec_windows ? double(st.spec_tokens) / st.spec_windows : 0.0},
+                          {"forward_steps", st.steps}};
+    }
     std::puts(j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::fwrite(rest.data(), 1, rest.size(), stdout);
@@ -130,6 +173,11 @@ int run_generate(RunOptions& o) {
                  e.load_seconds, ids.size(), prefill_tps, generated.size(), decode_tps, stop_reason.c_str(),
                  static_cast<unsigned long long>(o.sampling.seed), e.pool->size(),
                  kernels::isa_name(kernels::active_isa()));
+    if (spec.source && st.spec_drafted > 0)
+      std::fprintf(stderr, "[llmesh] speculative: %s | %llu drafted, %llu accepted (%.0f%%) | %.2f tokens per verification\n",
+                   spec.description.c_str(), static_cast<unsigned long long>(st.spec_drafted),
+                   static_cast<unsigned long long>(st.spec_accepted), 100.0 * st.spec_accepted / st.spec_drafted,
+                   double(st.spec_tokens) / std::max<uint64_t>(1, st.spec_windows));
   }
   return 0;
 }
@@ -159,6 +207,7 @@ Runner add_run(CLI::App& app) {
   sub->add_flag("--special", o->special, "Print special tokens");
   sub->add_flag("--no-echo", o->no_echo, "Do not print the prompt before the answer");
   sub->add_flag("--json", o->json, "Print one JSON object (text, token ids, timings) at the end");
+  add_spec_options(sub, o->spec);
   return [o] { return run_generate(*o); };
 }
 

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/engine_options.h"
 #include "cli/mesh_runtime.h"
+#include "cli/spec_options.h"
 #include "cli/split_serving.h"
 #include "scheduler/scheduler.h"
 #include "server/api_server.h"
@@ -32,6 +33,7 @@ struct ServeOptions {
   bool quiet = false;
   MeshCliOptions mesh;
   SplitOptions split;
+  SpecCliOptions spec;
 };
 
 bool is_loopback(const std::string& host) {
@@ -67,6 +69,12 @@ int run_serve(ServeOptions& o) {
   so.n_parallel = o.parallel;
   so.max_queue = o.max_queue;
   so.step_tokens = o.engine.batch;
+  o.spec.fetch_cache = o.engine.fetch_cache;
+  // The draft runs here, on the node that samples: on a split model's entry, its own pool.
+  SpecSetup spec = make_spec(o.spec, entry_model, split ? nullptr : e.pool.get(), o.engine.threads, o.parallel,
+                             batch_model.n_ctx());
+  so.draft = spec.source.get();
+  so.window = spec.window;
   Scheduler scheduler(batch_model, so);
 
   api::ServedModel sm;
@@ -113,10 +121,11 @@ int run_serve(ServeOptions& o) {
   sm.describe_from_template();
   if (!o.json)
     std::fprintf(stderr, "llmesh serve: model '%s' (%s, %d layers), %d slots x %d tokens of context, "
-                         "chat template: %s, tool calls: %s%s\n",
+                         "chat template: %s, tool calls: %s%s%s%s\n",
                  sm.id.c_str(), cfg.arch_name.c_str(), cfg.n_layer, o.parallel, sm.n_ctx(),
                  source.empty() ? "ChatML (the model has none)" : origin.c_str(),
-                 api::tool_format_name(sm.tool_format), sm.thinking ? ", thinks in <think>" : "");
+                 api::tool_format_name(sm.tool_format), sm.thinking ? ", thinks in <think>" : "",
+                 spec.source ? ", speculative: " : "", spec.description.c_str());
 
   api::ServerOptions so2;
   so2.host = o.listen;
@@ -178,6 +187,7 @@ Runner add_serve(CLI::App& app) {
   sub->add_flag("-q,--quiet", o->quiet, "No log line per request on stderr");
   add_mesh_options(sub, o->mesh, /*client=*/false);
   add_split_options(sub, o->split);
+  add_spec_options(sub, o->spec);
   return [o] { return run_serve(*o); };
 }
 

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "scheduler/logprobs.h"
+#include "speculative/acceptance.h"
 
 namespace llmesh {
 
@@ -42,6 +43,10 @@ struct Scheduler::Request {
   int chunk = 0;            // prompt tokens in this step's batch
   int out_row = -1;         // logits row of this request in this step; -1: none
   std::optional<Sampler> sampler;
+  // Speculative decoding
+  DraftTask task;                   // this step's window, drafted after next_token
+  std::vector<int32_t> context;     // the slot's tokens plus next_token, for the proposer
+  AcceptanceEstimate acceptance;
 };
 
 namespace {
@@ -55,6 +60,7 @@ struct Slot {
 // Counters the worker accumulates between lock acquisitions.
 struct PendingStats {
   uint64_t cached = 0, prefill = 0, generated = 0, steps = 0;
+  uint64_t windows = 0, drafted = 0, accepted = 0, spec_tokens = 0, spec_failures = 0;
 };
 
 // How many of a row's largest logits sampling this request can look at (0: all of them):
@@ -84,7 +90,11 @@ struct Scheduler::Impl {
   void start(const Handle& h);
   void step();
   void allocate_prefill();
+  void draft_windows();
   void handle_logits(Request& r, const float* row);
+  void verify_window(Request& r, const float* rows);
+  const float* with_bias(const Request& r, const float* row);
+  bool emit(Request& r, int32_t tok, const float* row, bool sampler_has_it = false);
   void finish(Request& r, FinishReason why, std::string error = {});
   void flush_locked();
   void shutdown();
@@ -113,6 +123,10 @@ struct Scheduler::Impl {
   std::vector<Request*> prefilling;
   std::vector<float> biased;       // logits row plus logit_bias
   TokenEvent event;
+  // Speculative decoding
+  std::unique_ptr<WindowPolicy> window;  // set when opt.draft is
+  std::vector<DraftTask*> tasks;
+  double window_mean = 0;
 
   std::thread worker;  // last: starts after everything above exists
 };
@@ -128,6 +142,11 @@ Scheduler::Impl::Impl(BatchModel& m, const SchedulerOptions& o)
   if (n_ctx < 2) throw std::invalid_argument(fmt::format("context of {} positions is too small", n_ctx));
   slots.resize(opt.n_parallel);
   totals.n_parallel = opt.n_parallel;
+  if (opt.draft) {
+    if (opt.window.draft_max < 1 || opt.window.draft_max > 64)
+      throw std::invalid_argument(fmt::format("draft_max must be in 1..64, got {}", opt.window.draft_max));
+    window = std::make_unique<WindowPolicy>(opt.window);
+  }
   worker = std::thread([this] { loop(); });
 }
 
@@ -163,6 +182,12 @@ void Scheduler::Impl::flush_locked() {
   totals.prefill_tokens += pending.prefill;
   totals.generated_tokens += pending.generated;
   totals.steps += pending.steps;
+  totals.spec_windows += pending.windows;
+  totals.spec_drafted += pending.drafted;
+  totals.spec_accepted += pending.accepted;
+  totals.spec_tokens += pending.spec_tokens;
+  totals.spec_failures += pending.spec_failures;
+  totals.spec_window_mean = window_mean;
   pending = {};
 }
 
@@ -265,7 +290,9 @@ void Scheduler::Impl::step() {
   in_batch.clear();
   prefilling.clear();
   int n_out = 0;
-  // Decodes first: every running stream advances each step, whatever is prefilling.
+  if (window) draft_windows();
+  // Decodes first: every running stream advances each step, whatever is prefilling. A
+  // speculating request's drafted window follows its next token; every position gives logits.
   for (int i = 0; i < static_cast<int>(slots.size()); ++i) {
     Request* r = slots[i].req.get();
     if (!r) continue;
@@ -275,8 +302,15 @@ void Scheduler::Impl::step() {
     }
     r->chunk = 0;
     r->out_row = n_out++;
-    batch.add(r->next_token, static_cast<int32_t>(slots[i].tokens.size()), i, true);
-    batch.out_top.push_back(logits_needed(r->req));
+    const int32_t pos = static_cast<int32_t>(slots[i].tokens.size());
+    const int32_t top = logits_needed(r->req);
+    batch.add(r->next_token, pos, i, true);
+    batch.out_top.push_back(top);
+    for (size_t k = 0; k < r->task.tokens.size(); ++k) {
+      batch.add(r->task.tokens[k], pos + 1 + static_cast<int32_t>(k), i, true);
+      batch.out_top.push_back(top);
+      ++n_out;
+    }
     in_batch.push_back(r);
   }
   allocate_prefill();
@@ -300,8 +334,10 @@ void Scheduler::Impl::step() {
 
   std::span<const float> logits;
   std::string error;
+  const auto t_run = Clock::now();
   try {
     logits = model.run(batch);
+    if (window) window->observe_step(batch.n_tokens(), std::chrono::duration<double>(Clock::now() - t_run).count());
     if (logits.size() < static_cast<size_t>(n_out) * n_vocab)
       error = fmt::format("model returned {} logits, expected {} rows of {}", logits.size(), n_out, n_vocab);
   } catch (const std::exception& e) {
@@ -321,6 +357,11 @@ void Scheduler::Impl::step() {
     Slot& s = slots[r->slot];
     if (r->decoding) {
       s.tokens.push_back(r->next_token);
+      if (!r->task.tokens.empty()) {
+        // May finish (and release) r: nothing touches r after this.
+        verify_window(*r, logits.data() + static_cast<size_t>(r->out_row) * n_vocab);
+        continue;
+      }
     } else {
       const auto& prompt = r->req.prompt;
       s.tokens.insert(s.tokens.end(), prompt.begin() + r->prompt_done, prompt.begin() + r->prompt_done + r->chunk);
@@ -332,23 +373,146 @@ void Scheduler::Impl::step() {
   }
 }
 
+// Picks each speculating request's window length and asks the proposer for that many tokens,
+// all requests in one call (a draft model batches them).
+void Scheduler::Impl::draft_windows() {
+  tasks.clear();
+  for (int i = 0; i < static_cast<int>(slots.size()); ++i) {
+    Request* r = slots[i].req.get();
+    if (!r) continue;
+    r->task.tokens.clear();
+    r->task.q.clear();
+    if (!r->decoding || r->cancel_requested.load(std::memory_order_relaxed)) continue;
+    const Slot& s = slots[i];
+    // Every drafted token needs a position (next_token sits at s.tokens.size()), and the
+    // window plus the target's own token must fit max_tokens.
+    int room = n_ctx - 1 - static_cast<int>(s.tokens.size());
+    if (r->req.max_tokens > 0) room = std::min(room, r->req.max_tokens - r->result.completion_tokens - 1);
+    const int k = window->choose(r->acceptance.rate(), room);
+    if (k <= 0) continue;
+    r->context.assign(s.tokens.begin(), s.tokens.end());
+    r->context.push_back(r->next_token);
+    r->task.slot = i;
+    r->task.context = r->context;
+    r->task.max_tokens = k;
+    r->task.sampling = &r->req.sampling;
+    tasks.push_back(&r->task);
+  }
+  if (tasks.empty()) return;
+  const auto t0 = Clock::now();
+  int steps = 0;
+  try {
+    opt.draft->propose(tasks);
+  } catch (...) {
+    ++pending.spec_failures;
+    for (DraftTask* t : tasks) t->tokens.clear(), t->q.clear();
+    return;
+  }
+  for (DraftTask* t : tasks) {
+    // The proposer is ours, but a bad id would fail the whole batch: cut the window there.
+    size_t keep = 0;
+    const size_t limit = std::min(t->tokens.size(), static_cast<size_t>(t->max_tokens));
+    while (keep < limit && t->tokens[keep] >= 0 && t->tokens[keep] < n_vocab) ++keep;
+    t->tokens.resize(keep);
+    if (!t->q.empty() && t->q.size() != keep) t->q.resize(keep);
+    steps = std::max(steps, static_cast<int>(keep));
+    window_mean = window_mean == 0 ? keep : 0.95 * window_mean + 0.05 * keep;
+  }
+  window->observe_draft(std::max(1, steps), std::chrono::duration<double>(Clock::now() - t0).count());
+}
+
+const float* Scheduler::Impl::with_bias(const Request& r, const float* row) {
+  if (r.req.logit_bias.empty()) return row;
+  biased.assign(row, row + n_vocab);  // the raw row stays intact for logprobs
+  for (auto [id, bias] : r.req.logit_bias) biased[id] += bias;
+  return biased.data();
+}
+
 void Scheduler::Impl::handle_logits(Request& r, const float* row) {
   if (r.cancel_requested.load(std::memory_order_relaxed)) {
     finish(r, FinishReason::Cancelled);
     return;
   }
-  const float* to_sample = row;
-  if (!r.req.logit_bias.empty()) {
-    biased.assign(row, row + n_vocab);  // the raw row stays intact for logprobs
-    for (auto [id, bias] : r.req.logit_bias) biased[id] += bias;
-    to_sample = biased.data();
-  }
-  const int32_t tok = r.sampler->sample(to_sample);
-  if (std::find(r.req.stop_tokens.begin(), r.req.stop_tokens.end(), tok) != r.req.stop_tokens.end()) {
-    finish(r, FinishReason::Stop);
+  const int32_t tok = r.sampler->sample(with_bias(r, row));
+  emit(r, tok, row);
+}
+
+// Rows [0, k] hold the target's logits after next_token and after each of the k drafts. Walks
+// the window with the acceptance rule, keeps the accepted drafts in the KV, rolls back the
+// rest, then emits the accepted drafts and the target's own token one by one.
+void Scheduler::Impl::verify_window(Request& r, const float* rows) {
+  if (r.cancel_requested.load(std::memory_order_relaxed)) {
+    finish(r, FinishReason::Cancelled);
     return;
   }
-  r.sampler->accept(tok);
+  const std::vector<int32_t>& drafts = r.task.tokens;
+  const int k = static_cast<int>(drafts.size());
+  const bool greedy = r.req.sampling.temperature <= 0;
+  struct Out {
+    int32_t tok;
+    const float* row;
+  };
+  std::vector<Out> out;
+  out.reserve(k + 1);
+  int accepted = 0;
+  for (int i = 0; i <= k; ++i) {
+    const float* row = rows + static_cast<size_t>(i) * n_vocab;
+    const float* to_sample = with_bias(r, row);
+    int32_t tok;
+    bool kept = false;
+    if (i == k) {
+      tok = r.sampler->sample(to_sample);  // every draft stood: the target's next token is free
+    } else if (greedy) {
+      tok = r.sampler->sample(to_sample);
+      kept = tok == drafts[i];
+    } else {
+      const std::vector<TokenProb> p = r.sampler->distribution(to_sample);
+      std::span<const TokenProb> q;
+      if (!r.task.q.empty()) q = r.task.q[i];
+      const Verdict v = speculative_accept(p, drafts[i], q, r.sampler->rng());
+      tok = v.token;
+      kept = v.accepted;
+    }
+    out.push_back({tok, row});
+    if (std::find(r.req.stop_tokens.begin(), r.req.stop_tokens.end(), tok) != r.req.stop_tokens.end()) break;
+    r.sampler->accept(tok);
+    if (!kept) break;
+    ++accepted;
+  }
+  r.acceptance.update(k, accepted);
+  r.result.drafted_tokens += k;
+  r.result.accepted_tokens += accepted;
+  ++pending.windows;
+  pending.drafted += k;
+  pending.accepted += accepted;
+  const bool ends_in_stop = std::find(r.req.stop_tokens.begin(), r.req.stop_tokens.end(), out.back().tok) !=
+                           r.req.stop_tokens.end();
+  pending.spec_tokens += out.size() - (ends_in_stop ? 1 : 0);
+
+  // The KV holds next_token and all k drafts: keep next_token and the accepted ones.
+  Slot& s = slots[r.slot];
+  s.tokens.insert(s.tokens.end(), drafts.begin(), drafts.begin() + accepted);
+  if (accepted < k) {
+    try {
+      model.truncate(r.slot, static_cast<int>(s.tokens.size()));
+    } catch (const std::exception& e) {
+      finish(r, FinishReason::Error, fmt::format("KV rollback after speculation failed: {}", e.what()));
+      return;
+    }
+  }
+  for (const Out& o : out)
+    if (!emit(r, o.tok, o.row, /*sampler_has_it=*/true)) return;  // finished: r may be released
+}
+
+// Hands a sampled token to the request: stop tokens end it unseen; otherwise the sink gets it
+// and the limits are checked. Returns whether the request goes on (false: finished, and r may
+// have been released).
+bool Scheduler::Impl::emit(Request& r, int32_t tok, const float* row, bool sampler_has_it) {
+  if (std::find(r.req.stop_tokens.begin(), r.req.stop_tokens.end(), tok) != r.req.stop_tokens.end()) {
+    finish(r, FinishReason::Stop);
+    return false;
+  }
+  if (!sampler_has_it) r.sampler->accept(tok);
   if (r.result.completion_tokens == 0) r.result.first_token = Clock::now();
   ++r.result.completion_tokens;
   ++pending.generated;
@@ -363,10 +527,10 @@ void Scheduler::Impl::handle_logits(Request& r, const float* row) {
     more = r.sink->on_token(event);
   } catch (const std::exception& e) {
     finish(r, FinishReason::Error, fmt::format("sink failed: {}", e.what()));
-    return;
+    return false;
   } catch (...) {
     finish(r, FinishReason::Error, "sink failed");
-    return;
+    return false;
   }
   const int generated = r.result.completion_tokens;
   if (!more) {
@@ -379,7 +543,9 @@ void Scheduler::Impl::handle_logits(Request& r, const float* row) {
   } else {
     r.decoding = true;
     r.next_token = tok;
+    return true;
   }
+  return false;
 }
 
 void Scheduler::Impl::finish(Request& r, FinishReason why, std::string error) {
@@ -396,6 +562,7 @@ void Scheduler::Impl::finish(Request& r, FinishReason why, std::string error) {
       s.tokens.clear();
     }
     s.last_used = ++lru_clock;
+    if (opt.draft) opt.draft->release(r.slot);
     keep = std::move(s.req);
     r.slot = -1;
     --running;

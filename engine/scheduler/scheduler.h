@@ -6,6 +6,12 @@
 // goes to the free slot sharing the longest prefix with its prompt and skips recomputing it
 // (agents resend the whole conversation every turn). A full scheduler queues up to max_queue
 // requests, then refuses (QueueFull). Cancelling frees the slot and clears its KV at once.
+//
+// Speculative decoding (SchedulerOptions::draft, docs/speculative.md): a decoding request's
+// step carries its next token plus a window of drafted tokens, all scored in the same forward
+// pass; the scheduler keeps the drafts the target agrees with, rolls the KV back over the
+// rest, and emits the kept tokens plus one of the target's own. Greedy output is the same
+// token for token; sampled output has the same distribution.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -22,6 +28,8 @@
 
 #include "model/forward.h"
 #include "sampling/sampler.h"
+#include "speculative/draft_source.h"
+#include "speculative/window_policy.h"
 
 namespace llmesh {
 
@@ -90,6 +98,8 @@ struct GenerationResult {
   int prompt_tokens = 0;    // prompt length
   int cached_tokens = 0;    // prompt tokens reused from the slot's previous contents
   int completion_tokens = 0;  // tokens passed to on_token
+  int drafted_tokens = 0;   // speculative decoding: tokens proposed for this request
+  int accepted_tokens = 0;  // of which the target kept
   // queued: submit; started: given a slot; first_token: first on_token; finished: just before
   // on_done. A stage never reached (cancelled while queued, no token) keeps the default value.
   std::chrono::steady_clock::time_point queued, started, first_token, finished;
@@ -119,6 +129,10 @@ struct SchedulerOptions {
   // each running stream's next token by one short chunk, not by a whole batch.
   int busy_step_tokens = 128;
   bool prefix_reuse = true;
+  // Speculative decoding: the proposer (a draft model, n-gram lookup), owned by the caller and
+  // used only from the scheduler's thread. Null: off.
+  DraftSource* draft = nullptr;
+  WindowOptions window;  // draft_max, adaptive window
 };
 
 struct SchedulerStats {
@@ -133,6 +147,13 @@ struct SchedulerStats {
   uint64_t requests_done = 0;     // on_done calls, whatever the finish reason
   uint64_t requests_cancelled = 0;  // of which Cancelled
   uint64_t requests_failed = 0;     // of which Error
+  // Speculative decoding
+  uint64_t spec_windows = 0;   // verifications: steps that scored a request's drafted window
+  uint64_t spec_drafted = 0;   // tokens proposed
+  uint64_t spec_accepted = 0;  // of which the target kept
+  uint64_t spec_tokens = 0;    // tokens those verifications produced (kept drafts + the target's own)
+  uint64_t spec_failures = 0;  // propose() calls that threw (those steps decoded without drafts)
+  double spec_window_mean = 0; // recent mean window length chosen
 };
 
 class Scheduler {

@@ -14,6 +14,8 @@
 #include "identity/node_identity.h"
 #include "model/forward.h"
 #include "scheduler/scheduler.h"
+#include "speculative/model_draft.h"
+#include "speculative/ngram_draft.h"
 #include "stages/pipeline.h"
 #include "stages/stage_server.h"
 #include "test_paths.h"
@@ -166,9 +168,10 @@ GenerationRequest greedy(std::vector<int32_t> prompt, int n) {
 }
 
 std::vector<int32_t> generate(BatchModel& m, std::vector<int32_t> prompt, int n,
-                              std::function<void(int)> on_token = {}) {
+                              std::function<void(int)> on_token = {}, DraftSource* draft = nullptr) {
   SchedulerOptions so;
   so.n_parallel = 1;
+  so.draft = draft;
   Scheduler s(m, so);
   auto sink = std::make_shared<RecordingSink>();
   if (on_token) {
@@ -298,6 +301,60 @@ TEST(Pipeline, AStageKilledMidGenerationIsReplacedAndTheAnswerIsUnchanged) {
   ASSERT_EQ(st.route.size(), 1u);
   EXPECT_EQ(st.route[0].node, b2.id());
   EXPECT_LT(st.last_recovery_ms, 5000);
+}
+
+// A draft model on the entry (the whole q4_0 model, as --draft runs it).
+std::unique_ptr<ModelDraft> entry_draft(ThreadPool& pool) {
+  std::shared_ptr<const Model> d = Model::load(test::model_path("stories260K-q4_0.gguf"));
+  ModelDraftOptions o;
+  o.n_slots = 1;
+  o.n_ctx = 256;
+  return std::make_unique<ModelDraft>(d, "q4_0", pool, o);
+}
+
+TEST(Pipeline, SpeculationSendsOneTripPerWindowAndKeepsTheGoldenOutput) {
+  StageNode b(2, 5);
+  {
+    Entry e(2, 1);
+    e.add(b, 2, 5);
+    auto draft = entry_draft(e.pool);
+    EXPECT_EQ(generate(*e.pipe, {1}, 40, {}, draft.get()), kGolden);
+    auto st = e.pipe->stats();
+    // Each step carries a whole window through the stage: fewer trips than tokens.
+    EXPECT_LT(st.steps, 30u) << st.steps << " trips for 40 tokens";
+    EXPECT_EQ(st.recoveries, 0u);
+  }
+  {
+    Entry e(2, 1);
+    e.add(b, 2, 5);
+    NgramDraft ngram;
+    EXPECT_EQ(generate(*e.pipe, {1}, 40, {}, &ngram), kGolden);
+  }
+}
+
+TEST(Pipeline, AStageKilledWhileSpeculatingIsReplacedAndTheAnswerIsUnchanged) {
+  // The replay after the kill rebuilds the KV from the entry's history, which speculation
+  // keeps rolling back: a stale history would change the answer.
+  StageNode b1(2, 5), b2(2, 5);
+  Entry e(2, 1);
+  e.add(b1, 2, 5, 1.0);
+  e.add(b2, 2, 5, 2.0);
+  auto draft = entry_draft(e.pool);
+  std::thread killer;
+  auto tokens = generate(
+      *e.pipe, {1}, 40,
+      [&](int n) {
+        if (n == 15) {
+          killer = std::thread([&] { b1.kill(); });
+          killer.join();
+        }
+      },
+      draft.get());
+  EXPECT_EQ(tokens, kGolden);
+  auto st = e.pipe->stats();
+  EXPECT_EQ(st.recoveries, 1u);
+  ASSERT_EQ(st.route.size(), 1u);
+  EXPECT_EQ(st.route[0].node, b2.id());
 }
 
 TEST(Pipeline, AMiddleStageKilledInAThreeStageSplit) {

@@ -1,0 +1,106 @@
+#include "speculative/window_policy.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace llmesh {
+
+AcceptanceEstimate::AcceptanceEstimate(double prior, double prior_weight)
+    : kept_(prior * prior_weight), judged_(prior_weight) {}
+
+void AcceptanceEstimate::update(int drafted, int accepted) {
+  if (drafted <= 0) return;
+  accepted = std::clamp(accepted, 0, drafted);
+  // Decay per window: the text a request writes changes (code, then prose), and so does how
+  // predictable it is.
+  constexpr double kDecay = 0.9;
+  kept_ = kept_ * kDecay + accepted;
+  judged_ = judged_ * kDecay + accepted + (accepted < drafted ? 1 : 0);
+}
+
+double AcceptanceEstimate::rate() const { return judged_ > 0 ? std::clamp(kept_ / judged_, 0.0, 1.0) : 0.5; }
+
+WindowPolicy::WindowPolicy(const WindowOptions& opt) : opt_(opt) { opt_.draft_max = std::max(1, opt_.draft_max); }
+
+void WindowPolicy::observe_step(int n_tokens, double seconds) {
+  // Long prefill chunks run compute-bound, unlike the short steps speculation makes; they
+  // would teach the fit the wrong slope.
+  if (n_tokens <= 0 || n_tokens > 128 || !(seconds >= 0) || !std::isfinite(seconds)) return;
+  constexpr double kDecay = 0.97;
+  std::lock_guard lk(mu_);
+  const double n = n_tokens;
+  w_ = w_ * kDecay + 1;
+  wn_ = wn_ * kDecay + n;
+  wt_ = wt_ * kDecay + seconds;
+  wnn_ = wnn_ * kDecay + n * n;
+  wnt_ = wnt_ * kDecay + n * seconds;
+}
+
+void WindowPolicy::observe_draft(int steps, double seconds) {
+  if (steps <= 0 || !(seconds >= 0) || !std::isfinite(seconds)) return;
+  std::lock_guard lk(mu_);
+  const double per = seconds / steps;
+  delta_ = have_delta_ ? 0.8 * delta_ + 0.2 * per : per;
+  have_delta_ = true;
+}
+
+void WindowPolicy::fit(double& alpha, double& beta) const {
+  if (w_ <= 0) {
+    alpha = 1;
+    beta = 0.05;
+    return;
+  }
+  const double mn = wn_ / w_, mt = wt_ / w_;
+  const double var = std::max(0.0, wnn_ / w_ - mn * mn), cov = wnt_ / w_ - mn * mt;
+  // Ridge towards a prior slope of 5% of a step per extra token: when every recent step had
+  // the same size there is no slope to see.
+  const double beta0 = 0.05 * mt / std::max(1.0, mn);
+  constexpr double kRidge = 1.0;
+  beta = std::max(0.0, (cov + kRidge * beta0) / (var + kRidge));
+  alpha = std::max(mt - beta * mn, 0.05 * mt);
+}
+
+double WindowPolicy::step_base() const {
+  std::lock_guard lk(mu_);
+  double a, b;
+  fit(a, b);
+  return a;
+}
+double WindowPolicy::step_per_token() const {
+  std::lock_guard lk(mu_);
+  double a, b;
+  fit(a, b);
+  return b;
+}
+double WindowPolicy::draft_step() const {
+  std::lock_guard lk(mu_);
+  return delta_;
+}
+
+int WindowPolicy::choose(double acceptance, int room) const {
+  const int cap = std::min(opt_.draft_max, room);
+  if (cap <= 0) return 0;
+  if (!opt_.adaptive) return cap;
+  double alpha, beta, delta;
+  {
+    std::lock_guard lk(mu_);
+    fit(alpha, beta);
+    delta = delta_;
+  }
+  const double a = std::clamp(acceptance, 0.0, 1.0);
+  // At least one token is always drafted: it keeps measuring the acceptance.
+  int best = 0;
+  double best_score = 0, expected = 1, ak = 1;
+  for (int k = 1; k <= cap; ++k) {
+    ak *= a;
+    expected += ak;
+    const double score = expected / (alpha + beta * (k + 1) + delta * k);
+    if (best == 0 || score > best_score) {
+      best = k;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
+}  // namespace llmesh

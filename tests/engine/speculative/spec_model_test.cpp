@@ -1,0 +1,153 @@
+// Speculative decoding on the real engine (stories260K and its drafts): greedy output equals
+// decoding without speculation token for token, whatever the proposer, alone and with other
+// requests in the batch; drafts are really accepted; the vocabulary check refuses a stranger.
+#include <memory>
+
+#include <gtest/gtest.h>
+
+#include "../scheduler/fake_model.h"
+#include "model/forward.h"
+#include "scheduler/scheduler.h"
+#include "speculative/model_draft.h"
+#include "speculative/ngram_draft.h"
+#include "test_paths.h"
+#include "tokenizer/tokenizer.h"
+
+namespace llmesh {
+namespace {
+
+using test::RecordingSink;
+
+constexpr int kCtx = 512;
+
+struct Target {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<KvCache> cache;
+  ThreadPool pool{2};
+  std::unique_ptr<Forward> fwd;
+  std::unique_ptr<LocalBatchModel> batch_model;
+  std::unique_ptr<Tokenizer> tok;
+
+  explicit Target(int n_seq, const std::string& file = "stories260K-f32.gguf") {
+    model = Model::load(test::model_path(file));
+    KvCacheOptions kv;
+    kv.n_ctx = kCtx;
+    kv.n_seq = n_seq;
+    cache = std::make_unique<KvCache>(model->config(), model->first_layer(), model->last_layer(), kv);
+    fwd = std::make_unique<Forward>(*model, *cache, pool);
+    batch_model = std::make_unique<LocalBatchModel>(*fwd);
+    tok = Tokenizer::from_gguf(model->file());
+  }
+
+  std::unique_ptr<ModelDraft> draft(const std::string& file, int n_seq, float p_min = 0) {
+    std::shared_ptr<const Model> d = Model::load(test::model_path(file));
+    check_same_vocabulary(model->file(), model->config().n_vocab, d->file(), d->config().n_vocab, file);
+    ModelDraftOptions o;
+    o.n_slots = n_seq;
+    o.n_ctx = kCtx;
+    o.p_min = p_min;
+    return std::make_unique<ModelDraft>(d, file, pool, o);
+  }
+};
+
+GenerationRequest greedy(std::vector<int32_t> prompt, int max_tokens) {
+  GenerationRequest r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0;
+  return r;
+}
+
+const char* const kTexts[] = {
+    "Once upon a time, there was a little girl named Lily.",
+    "Tom had a big red ball.",
+    "The sun was shining and the birds were singing in the park. A dog",
+    "One day",
+};
+constexpr int kGenerate = 24;
+
+std::vector<std::vector<int32_t>> run_all(Target& t, DraftSource* draft, int n_parallel, int max_tokens,
+                                          SchedulerStats* stats = nullptr, bool adaptive = true) {
+  SchedulerOptions o;
+  o.n_parallel = n_parallel;
+  o.draft = draft;
+  o.window.adaptive = adaptive;
+  Scheduler s(*t.batch_model, o);
+  std::vector<std::shared_ptr<RecordingSink>> sinks;
+  for (const char* text : kTexts) {
+    sinks.push_back(std::make_shared<RecordingSink>());
+    s.submit(greedy(t.tok->encode(text, true, false), max_tokens), sinks.back());
+  }
+  std::vector<std::vector<int32_t>> out;
+  for (auto& k : sinks) {
+    EXPECT_TRUE(k->wait(std::chrono::seconds(120)));
+    out.push_back(k->tokens());
+  }
+  if (stats) *stats = s.stats();
+  return out;
+}
+
+class SpecGreedy : public ::testing::TestWithParam<std::string> {};
+
+std::unique_ptr<DraftSource> make_source(Target& t, const std::string& which, int n_seq) {
+  if (which == "ngram") {
+    NgramOptions o;
+    o.n_min = 1;
+    return std::make_unique<NgramDraft>(o);
+  }
+  return t.draft(which, n_seq);
+}
+
+TEST_P(SpecGreedy, SameTokensAsWithoutSpeculation) {
+  Target plain(1);
+  auto reference = run_all(plain, nullptr, 1, kGenerate * 4);
+  for (int parallel : {1, 4}) {
+    for (bool adaptive : {true, false}) {
+      Target t(4);
+      auto source = make_source(t, GetParam(), 4);
+      SchedulerStats st;
+      auto got = run_all(t, source.get(), parallel, kGenerate * 4, &st, adaptive);
+      for (size_t i = 0; i < got.size(); ++i)
+        EXPECT_EQ(got[i], reference[i]) << "prompt " << i << ", parallel " << parallel << ", adaptive " << adaptive;
+      EXPECT_GT(st.spec_windows, 0u);
+      EXPECT_GT(st.spec_accepted, 0u) << "no draft was ever accepted";
+      EXPECT_LE(st.spec_accepted, st.spec_drafted);
+      EXPECT_EQ(st.generated_tokens, 4u * kGenerate * 4);
+      std::printf("[ %s parallel %d adaptive %d ] %llu windows, %llu drafted, %llu accepted (%.0f%%), %.2f tokens per "
+                  "verification, %llu steps\n",
+                  GetParam().c_str(), parallel, adaptive, (unsigned long long)st.spec_windows,
+                  (unsigned long long)st.spec_drafted, (unsigned long long)st.spec_accepted,
+                  100.0 * st.spec_accepted / std::max<uint64_t>(1, st.spec_drafted),
+                  double(st.spec_tokens) / std::max<uint64_t>(1, st.spec_windows), (unsigned long long)st.steps);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Drafts, SpecGreedy,
+                         ::testing::Values("stories260K-q4_0.gguf", "stories260K-draft-skip3-f32.gguf",
+                                           "stories260K-draft-2L-f32.gguf", "ngram"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return n;
+                         });
+
+TEST(SpecVocabulary, ADraftWithAnotherVocabularyIsRefused) {
+  auto target = Model::load(test::model_path("stories260K-f32.gguf"));
+  auto other = Model::load(test::model_path("llama-2-tiny-random.gguf"));
+  try {
+    check_same_vocabulary(target->file(), target->config().n_vocab, other->file(), other->config().n_vocab,
+                          "llama-2-tiny-random.gguf");
+    FAIL() << "accepted a draft with another vocabulary";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("llama-2-tiny-random.gguf"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tokens"), std::string::npos) << e.what();
+  }
+  auto q4 = Model::load(test::model_path("stories260K-q4_0.gguf"));
+  EXPECT_NO_THROW(check_same_vocabulary(target->file(), target->config().n_vocab, q4->file(), q4->config().n_vocab,
+                                        "q4"));
+}
+
+}  // namespace
+}  // namespace llmesh
