@@ -92,6 +92,7 @@ int run_serve(ServeOptions& o) {
     sm.extra_metrics = [sp = split.get()] { return sp->metrics_text(); };
   }
   sm.scheduler = &scheduler;
+  sm.speculative = spec.description;
   const auto& cfg = entry_model.config();
   sm.info = {{"architecture", cfg.arch_name}, {"n_layer", cfg.n_layer}, {"n_ctx_train", cfg.n_ctx_train},
              {"n_vocab", cfg.n_vocab}};

@@ -102,11 +102,25 @@ void ApiServer::routes() {
                         {"model", model_ ? nlohmann::json(model_->id) : nlohmann::json(nullptr)},
                         {"context_length", model_ ? model_->n_ctx() : 0},
                         {"slots", {{"total", s.n_parallel}, {"busy", s.active}, {"queued", s.queued}}}};
+    if (model_ && !model_->speculative.empty())
+      j["speculative"] = {{"proposer", model_->speculative},
+                          {"windows", s.spec_windows},
+                          {"drafted", s.spec_drafted},
+                          {"accepted", s.spec_accepted},
+                          {"acceptance", s.spec_drafted ? double(s.spec_accepted) / s.spec_drafted : 0.0},
+                          {"tokens_per_verification", s.spec_windows ? double(s.spec_tokens) / s.spec_windows : 0.0}};
     res.set_content(dump_json(j), "application/json");
   });
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     SchedulerStats s = local_stats();
     GaugeSnapshot g{s.active, s.queued, s.n_parallel, s.steps, s.prefill_tokens};
+    if (model_) g.speculative = model_->speculative;
+    g.spec_windows = s.spec_windows;
+    g.spec_drafted = s.spec_drafted;
+    g.spec_accepted = s.spec_accepted;
+    g.spec_tokens = s.spec_tokens;
+    g.spec_failures = s.spec_failures;
+    g.spec_window_mean = s.spec_window_mean;
     std::string text = metrics_.render(g);
     if (model_ && model_->extra_metrics) text += model_->extra_metrics();
     res.set_content(text, "text/plain; version=0.0.4");

@@ -94,6 +94,33 @@ std::string Metrics::render(const GaugeSnapshot& g) const {
       "# HELP llmesh_prefill_tokens_total Prompt tokens computed.\n# TYPE llmesh_prefill_tokens_total counter\n"
       "llmesh_prefill_tokens_total {}\n",
       recent_tokens_per_second(), g.active, g.queued, g.parallel, g.steps, g.prefill_tokens);
+  if (!g.speculative.empty()) {
+    std::string label = g.speculative;
+    for (char& c : label)
+      if (c == '"' || c == '\\' || c == '\n') c = '_';
+    out += fmt::format(
+        "# HELP llmesh_spec_info Speculative decoding's proposer.\n# TYPE llmesh_spec_info gauge\n"
+        "llmesh_spec_info{{proposer=\"{}\"}} 1\n"
+        "# HELP llmesh_spec_windows_total Verifications: drafted windows the model scored.\n"
+        "# TYPE llmesh_spec_windows_total counter\nllmesh_spec_windows_total {}\n"
+        "# HELP llmesh_spec_drafted_tokens_total Tokens the proposer drafted.\n"
+        "# TYPE llmesh_spec_drafted_tokens_total counter\nllmesh_spec_drafted_tokens_total {}\n"
+        "# HELP llmesh_spec_accepted_tokens_total Drafted tokens the model kept.\n"
+        "# TYPE llmesh_spec_accepted_tokens_total counter\nllmesh_spec_accepted_tokens_total {}\n"
+        "# HELP llmesh_spec_tokens_total Tokens the verifications produced (kept drafts plus the model's own).\n"
+        "# TYPE llmesh_spec_tokens_total counter\nllmesh_spec_tokens_total {}\n"
+        "# HELP llmesh_spec_failures_total Draft calls that failed (those steps decoded one token).\n"
+        "# TYPE llmesh_spec_failures_total counter\nllmesh_spec_failures_total {}\n"
+        "# HELP llmesh_spec_acceptance_ratio Drafted tokens kept, since start.\n"
+        "# TYPE llmesh_spec_acceptance_ratio gauge\nllmesh_spec_acceptance_ratio {:.4f}\n"
+        "# HELP llmesh_spec_tokens_per_verification Tokens per verification, since start.\n"
+        "# TYPE llmesh_spec_tokens_per_verification gauge\nllmesh_spec_tokens_per_verification {:.4f}\n"
+        "# HELP llmesh_spec_window_mean Recent mean window length drafted.\n"
+        "# TYPE llmesh_spec_window_mean gauge\nllmesh_spec_window_mean {:.3f}\n",
+        label, g.spec_windows, g.spec_drafted, g.spec_accepted, g.spec_tokens, g.spec_failures,
+        g.spec_drafted ? double(g.spec_accepted) / g.spec_drafted : 0.0,
+        g.spec_windows ? double(g.spec_tokens) / g.spec_windows : 0.0, g.spec_window_mean);
+  }
   ttft_.write(out, "llmesh_time_to_first_token_seconds", "Time from request to first generated token.");
   tpot_.write(out, "llmesh_time_per_output_token_seconds", "Time between consecutive generated tokens.");
   duration_.write(out, "llmesh_request_duration_seconds", "Time from request to last token.");

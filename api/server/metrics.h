@@ -32,6 +32,10 @@ class Histogram {
 struct GaugeSnapshot {
   int active = 0, queued = 0, parallel = 0;
   uint64_t steps = 0, prefill_tokens = 0;
+  // Speculative decoding (rendered when `speculative` names a proposer)
+  std::string speculative;
+  uint64_t spec_windows = 0, spec_drafted = 0, spec_accepted = 0, spec_tokens = 0, spec_failures = 0;
+  double spec_window_mean = 0;
 };
 
 class Metrics {

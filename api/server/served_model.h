@@ -30,6 +30,9 @@ struct ServedModel {
   std::function<std::string()> unavailable;
   // More Prometheus text appended to /metrics (a split model's pipeline and stage counters).
   std::function<std::string()> extra_metrics;
+  // Speculative decoding's proposer, as `serve` describes it ("draft x.gguf (window up to 8,
+  // adaptive)"); empty when off. /metrics then has llmesh_spec_* and /health "speculative".
+  std::string speculative;
 
   bool answers_to(const std::string& name) const;
   int n_ctx() const { return scheduler->n_ctx(); }
