@@ -38,7 +38,8 @@ constexpr int kSlots = 4;
 // A prompt with an uncertain continuation: about 55 of the 64 (t1, t2) pairs are likely enough
 // to be counted on their own.
 constexpr const char* kPrompt = "He saw a big";
-constexpr int kRequests = 5000;
+constexpr const char* kPromptB = "The sun was shining and the birds were singing in the park";
+constexpr int kRequests = 4000;
 
 SamplingParams sampling(uint64_t seed) {
   SamplingParams sp;
@@ -146,6 +147,48 @@ class PointMassDraft : public DraftSource {
   std::map<int32_t, int32_t> proposal_;
 };
 
+// The point mass for windows of two: after prompt B and its mode, drafts the target's most
+// likely t2 and then the runner-up t3 after it; after prompt B, its mode and some t2 (a window
+// of one, after a rejection), the mode, runner-up or an excluded token by t2's rank.
+class TwoStepPointMass : public DraftSource {
+ public:
+  TwoStepPointMass(const Exact& e, size_t prompt_len, int32_t t1, int n_vocab)
+      : e_(e), prompt_len_(prompt_len), t1_(t1), n_vocab_(n_vocab) {}
+  std::string name() const override { return "point mass (two)"; }
+  void propose(std::span<DraftTask* const> tasks) override {
+    for (DraftTask* t : tasks) {
+      t->tokens.clear();
+      t->q.clear();
+      const auto& c = t->context;
+      if (c.size() <= prompt_len_ || c[prompt_len_] != t1_) continue;
+      if (c.size() == prompt_len_ + 1) {
+        const int32_t d1 = e_.first[0].id;
+        t->tokens.push_back(d1);
+        if (t->max_tokens >= 2) t->tokens.push_back(pick(e_.second.at(d1), 1));
+      } else if (c.size() == prompt_len_ + 2) {
+        const int32_t t2 = c.back();
+        for (size_t r = 0; r < e_.first.size(); ++r)
+          if (e_.first[r].id == t2) t->tokens.push_back(pick(e_.second.at(t2), static_cast<int>(r)));
+      }
+    }
+  }
+
+ private:
+  int32_t pick(const std::vector<TokenProb>& d, int rank) const {
+    if (rank % 3 == 0 || d.size() < 2) return d[0].id;
+    if (rank % 3 == 1) return d[1].id;
+    int32_t id = 0;
+    while (id < n_vocab_ - 1 &&
+           std::any_of(d.begin(), d.end(), [&](const TokenProb& x) { return x.id == id; }))
+      ++id;
+    return id;
+  }
+  const Exact& e_;
+  size_t prompt_len_;
+  int32_t t1_;
+  int n_vocab_;
+};
+
 // Holds the first forward pass until the test has queued every request, so admission (and
 // with it every batch and every draw) is the same on every run.
 class GatedModel : public BatchModel {
@@ -182,17 +225,20 @@ class GatedModel : public BatchModel {
 };
 
 struct Sampled {
-  std::map<Pair, long> counts;
+  std::map<Pair, long> counts;  // (t1, t2)
+  std::vector<std::vector<int32_t>> outputs;
   SchedulerStats stats;
 };
 
-Sampled run_requests(Target& t, DraftSource* draft, const std::vector<int32_t>& prompt) {
+// kRequests sampled requests of `max_tokens` tokens with windows of up to `draft_max`.
+Sampled run_requests(Target& t, DraftSource* draft, const std::vector<int32_t>& prompt, int max_tokens = 3,
+                     int draft_max = 4) {
   GatedModel gated(*t.batch_model);
   SchedulerOptions o;
   o.n_parallel = kSlots;
   o.max_queue = kRequests + 8;
   o.draft = draft;
-  o.window = WindowOptions{4, false};
+  o.window = WindowOptions{draft_max, false};
   Scheduler s(gated, o);
   // A blocker takes the first step; everything else is queued behind it.
   GenerationRequest blocker;
@@ -206,9 +252,9 @@ Sampled run_requests(Target& t, DraftSource* draft, const std::vector<int32_t>& 
   for (int i = 0; i < kRequests; ++i) {
     GenerationRequest r;
     r.prompt = prompt;
-    // Token 1 comes from the prompt's logits; the window after it has room for one draft,
-    // so token 2 always comes out of verification (token 3 is not looked at).
-    r.max_tokens = 3;
+    // Token 1 comes from the prompt's logits; with max_tokens 3 the window after it has room
+    // for one draft, so token 2 always comes out of verification (token 3 is not looked at).
+    r.max_tokens = max_tokens;
     r.sampling = sampling(0x5A5A0000ull + static_cast<uint64_t>(i) * 7919);
     sinks.push_back(std::make_shared<RecordingSink>());
     s.submit(std::move(r), sinks.back());
@@ -219,8 +265,9 @@ Sampled run_requests(Target& t, DraftSource* draft, const std::vector<int32_t>& 
   for (auto& k : sinks) {
     EXPECT_TRUE(k->wait(std::chrono::seconds(120)));
     const auto tokens = k->tokens();
-    EXPECT_EQ(tokens.size(), 3u);
+    EXPECT_EQ(tokens.size(), static_cast<size_t>(max_tokens));
     if (tokens.size() >= 2) ++out.counts[{tokens[0], tokens[1]}];
+    out.outputs.push_back(tokens);
   }
   out.stats = s.stats();
   return out;
@@ -241,7 +288,7 @@ void expect_matches(const std::map<Pair, long>& counts, const Exact& e, const st
     EXPECT_TRUE(e.joint.count(pr)) << what << ": (" << pr.first << ", " << pr.second
                                    << ") is outside the target's support";
   }
-  ASSERT_EQ(n, kRequests);
+  ASSERT_GE(n, kRequests / 2) << what;
   std::vector<std::pair<double, double>> bins;  // expected, observed
   double rest_e = 0, rest_o = 0;
   for (const auto& [pr, p] : e.joint) {
@@ -284,18 +331,43 @@ class SamplingDistribution : public ::testing::Test {
     Target t(1);
     prompt_ = new std::vector<int32_t>(t.tok->encode(kPrompt, true, false));
     exact_ = new Exact(exact_distribution(*prompt_));
+    // For two-draft windows: a prompt whose first token is nearly certain (t1 = its mode for
+    // ~97% of requests); (t2, t3) given that t1 come out of one window of two drafts, or of a
+    // window of one after a rejection.
+    prompt_b_ = new std::vector<int32_t>(t.tok->encode(kPromptB, true, false));
+    const Exact b = exact_distribution(*prompt_b_);
+    mode_b_ = b.first[0].id;
+    mode_b_p_ = b.first[0].p;
+    std::vector<int32_t> after = *prompt_b_;
+    after.push_back(mode_b_);
+    exact_b_ = new Exact(exact_distribution(after));
   }
   static void TearDownTestSuite() {
     delete prompt_;
     delete exact_;
-    prompt_ = nullptr;
-    exact_ = nullptr;
+    delete prompt_b_;
+    delete exact_b_;
+    prompt_ = prompt_b_ = nullptr;
+    exact_ = exact_b_ = nullptr;
   }
-  static std::vector<int32_t>* prompt_;
-  static Exact* exact_;
+  // (t2, t3) of the outputs whose t1 is the mode of prompt B.
+  static std::map<Pair, long> after_mode(const Sampled& s) {
+    std::map<Pair, long> c;
+    for (const auto& o : s.outputs)
+      if (o.size() >= 3 && o[0] == mode_b_) ++c[{o[1], o[2]}];
+    return c;
+  }
+  static std::vector<int32_t>*prompt_, *prompt_b_;
+  static Exact *exact_, *exact_b_;
+  static int32_t mode_b_;
+  static float mode_b_p_;
 };
 std::vector<int32_t>* SamplingDistribution::prompt_ = nullptr;
+std::vector<int32_t>* SamplingDistribution::prompt_b_ = nullptr;
 Exact* SamplingDistribution::exact_ = nullptr;
+Exact* SamplingDistribution::exact_b_ = nullptr;
+int32_t SamplingDistribution::mode_b_ = -1;
+float SamplingDistribution::mode_b_p_ = 0;
 
 TEST_F(SamplingDistribution, ExactJointIsAProperDistribution) {
   const Exact& e = *exact_;
@@ -355,6 +427,38 @@ TEST_F(SamplingDistribution, PointMassProposerKeepsTheTargetsDistribution) {
   expect_kept_as_expected(st.spec_accepted, draft.expected_acceptance(*exact_), "point mass");
   std::printf("[ point mass ] %llu of %llu drafts kept\n", (unsigned long long)st.spec_accepted,
               (unsigned long long)st.spec_drafted);
+}
+
+TEST_F(SamplingDistribution, TwoDraftWindowsKeepTheTargetsDistribution) {
+  // max_tokens 4, windows of up to 2: after t1, t2 and t3 are judged in one window (t3 after
+  // an accepted t2: the rule applied to the row after a kept draft), or t2 in one window and
+  // t3 in a window of one after a rejection.
+  {
+    Target t(kSlots);
+    std::shared_ptr<const Model> d = Model::load(test::model_path("stories260K-q4_0.gguf"));
+    ModelDraftOptions o;
+    o.n_slots = kSlots;
+    o.n_ctx = kCtx;
+    ModelDraft draft(d, "stories260K-q4_0.gguf", t.pool, o);
+    const Sampled s = run_requests(t, &draft, *prompt_b_, /*max_tokens=*/4, /*draft_max=*/2);
+    const auto counts = after_mode(s);
+    long n = 0;
+    for (const auto& [pr, c] : counts) n += c;
+    EXPECT_NEAR(static_cast<double>(n) / kRequests, mode_b_p_, 0.02);
+    expect_matches(counts, *exact_b_, "draft model, windows of two");
+    EXPECT_GT(s.stats.spec_drafted, s.stats.spec_windows) << "no window of two";
+    EXPECT_GT(s.stats.spec_accepted, 0u);
+    EXPECT_LT(s.stats.spec_accepted, s.stats.spec_drafted);
+  }
+  {
+    Target t(kSlots);
+    TwoStepPointMass draft(*exact_b_, prompt_b_->size(), mode_b_, t.n_vocab());
+    const Sampled s = run_requests(t, &draft, *prompt_b_, /*max_tokens=*/4, /*draft_max=*/2);
+    expect_matches(after_mode(s), *exact_b_, "point mass, windows of two");
+    EXPECT_GT(s.stats.spec_drafted, s.stats.spec_windows) << "no window of two";
+    EXPECT_GT(s.stats.spec_accepted, 0u);
+    EXPECT_LT(s.stats.spec_accepted, s.stats.spec_drafted);
+  }
 }
 
 }  // namespace
