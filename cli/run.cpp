@@ -161,7 +161,12 @@ int run_generate(RunOptions& o) {
                           {"acceptance", st.spec_drafted ? double(st.spec_accepted) / st.spec_drafted : 0.0},
                           {"tokens_per_verification",
                            st.spec_windows ? double(st.spec_tokens) / st.spec_windows : 0.0},
-                          {"forward_steps", st.steps}};
+                          {"forward_steps", st.steps},
+                          {"window_mean", st.spec_window_mean},
+                          {"cost_model",
+                           {{"step_base_s", st.spec_step_base_s},
+                            {"step_token_s", st.spec_step_token_s},
+                            {"draft_step_s", st.spec_draft_step_s}}}};
     }
     std::puts(j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {

@@ -47,6 +47,7 @@ struct Scheduler::Request {
   DraftTask task;                   // this step's window, drafted after next_token
   std::vector<int32_t> context;     // the slot's tokens plus next_token, for the proposer
   AcceptanceEstimate acceptance;
+  int since_probe = 0;  // decode steps without drafting because the policy said it does not pay
 };
 
 namespace {
@@ -127,6 +128,7 @@ struct Scheduler::Impl {
   std::unique_ptr<WindowPolicy> window;  // set when opt.draft is
   std::vector<DraftTask*> tasks;
   double window_mean = 0;
+  double draft_seconds = 0;  // this step's propose() time
 
   std::thread worker;  // last: starts after everything above exists
 };
@@ -188,6 +190,11 @@ void Scheduler::Impl::flush_locked() {
   totals.spec_tokens += pending.spec_tokens;
   totals.spec_failures += pending.spec_failures;
   totals.spec_window_mean = window_mean;
+  if (window) {
+    totals.spec_step_base_s = window->step_base();
+    totals.spec_step_token_s = window->step_per_token();
+    totals.spec_draft_step_s = window->draft_step();
+  }
   pending = {};
 }
 
@@ -286,6 +293,8 @@ void Scheduler::Impl::allocate_prefill() {
 }
 
 void Scheduler::Impl::step() {
+  const auto t_step = Clock::now();
+  draft_seconds = 0;
   batch.clear();
   in_batch.clear();
   prefilling.clear();
@@ -334,10 +343,8 @@ void Scheduler::Impl::step() {
 
   std::span<const float> logits;
   std::string error;
-  const auto t_run = Clock::now();
   try {
     logits = model.run(batch);
-    if (window) window->observe_step(batch.n_tokens(), std::chrono::duration<double>(Clock::now() - t_run).count());
     if (logits.size() < static_cast<size_t>(n_out) * n_vocab)
       error = fmt::format("model returned {} logits, expected {} rows of {}", logits.size(), n_out, n_vocab);
   } catch (const std::exception& e) {
@@ -371,7 +378,16 @@ void Scheduler::Impl::step() {
     // May finish (and release) r: nothing touches r after this.
     if (r->out_row >= 0) handle_logits(*r, logits.data() + static_cast<size_t>(r->out_row) * n_vocab);
   }
+  // The window policy's step cost: the forward pass plus sampling and handing tokens out,
+  // which speculation also spreads over several tokens; not the drafting (measured apart).
+  if (window)
+    window->observe_step(batch.n_tokens(),
+                         std::chrono::duration<double>(Clock::now() - t_step).count() - draft_seconds);
 }
+
+// While the window policy finds that drafting does not pay, one step in this many still drafts
+// a token, so acceptance and costs keep being measured and speculation resumes when it pays.
+constexpr int kProbeEvery = 8;
 
 // Picks each speculating request's window length and asks the proposer for that many tokens,
 // all requests in one call (a draft model batches them).
@@ -388,8 +404,10 @@ void Scheduler::Impl::draft_windows() {
     // window plus the target's own token must fit max_tokens.
     int room = n_ctx - 1 - static_cast<int>(s.tokens.size());
     if (r->req.max_tokens > 0) room = std::min(room, r->req.max_tokens - r->result.completion_tokens - 1);
-    const int k = window->choose(r->acceptance.rate(), room);
+    int k = window->choose(r->acceptance.rate(), room);
+    if (k <= 0 && room > 0 && ++r->since_probe >= kProbeEvery) k = 1;  // keep measuring: things change
     if (k <= 0) continue;
+    r->since_probe = 0;
     r->context.assign(s.tokens.begin(), s.tokens.end());
     r->context.push_back(r->next_token);
     r->task.slot = i;
@@ -418,7 +436,8 @@ void Scheduler::Impl::draft_windows() {
     steps = std::max(steps, static_cast<int>(keep));
     window_mean = window_mean == 0 ? keep : 0.95 * window_mean + 0.05 * keep;
   }
-  window->observe_draft(std::max(1, steps), std::chrono::duration<double>(Clock::now() - t0).count());
+  draft_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  window->observe_draft(std::max(1, steps), draft_seconds);
 }
 
 const float* Scheduler::Impl::with_bias(const Request& r, const float* row) {

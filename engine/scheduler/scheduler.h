@@ -154,6 +154,9 @@ struct SchedulerStats {
   uint64_t spec_tokens = 0;    // tokens those verifications produced (kept drafts + the target's own)
   uint64_t spec_failures = 0;  // propose() calls that threw (those steps decoded without drafts)
   double spec_window_mean = 0; // recent mean window length chosen
+  // The window policy's cost model (window_policy.h): a target step of n tokens takes
+  // base + n * token seconds, a draft step draft_step seconds.
+  double spec_step_base_s = 0, spec_step_token_s = 0, spec_draft_step_s = 0;
 };
 
 class Scheduler {

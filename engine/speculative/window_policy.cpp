@@ -29,6 +29,13 @@ void WindowPolicy::observe_step(int n_tokens, double seconds) {
   constexpr double kDecay = 0.97;
   std::lock_guard lk(mu_);
   const double n = n_tokens;
+  // A step far slower than the fit predicts (the thread was descheduled, the machine is busy)
+  // counts as at most 4x the prediction.
+  if (++n_steps_ > 8) {
+    double a, b;
+    fit(a, b);
+    seconds = std::min(seconds, 4 * (a + b * n));
+  }
   w_ = w_ * kDecay + 1;
   wn_ = wn_ * kDecay + n;
   wt_ = wt_ * kDecay + seconds;
@@ -39,9 +46,14 @@ void WindowPolicy::observe_step(int n_tokens, double seconds) {
 void WindowPolicy::observe_draft(int steps, double seconds) {
   if (steps <= 0 || !(seconds >= 0) || !std::isfinite(seconds)) return;
   std::lock_guard lk(mu_);
+  constexpr size_t kKeep = 15;
   const double per = seconds / steps;
-  delta_ = have_delta_ ? 0.8 * delta_ + 0.2 * per : per;
-  have_delta_ = true;
+  if (draft_times_.size() < kKeep) {
+    draft_times_.push_back(per);
+  } else {
+    draft_times_[draft_next_] = per;
+    draft_next_ = (draft_next_ + 1) % kKeep;
+  }
 }
 
 void WindowPolicy::fit(double& alpha, double& beta) const {
@@ -72,9 +84,16 @@ double WindowPolicy::step_per_token() const {
   fit(a, b);
   return b;
 }
+double WindowPolicy::draft_median() const {
+  if (draft_times_.empty()) return 0;
+  std::vector<double> v = draft_times_;
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
 double WindowPolicy::draft_step() const {
   std::lock_guard lk(mu_);
-  return delta_;
+  return draft_median();
 }
 
 int WindowPolicy::choose(double acceptance, int room) const {
@@ -85,17 +104,17 @@ int WindowPolicy::choose(double acceptance, int room) const {
   {
     std::lock_guard lk(mu_);
     fit(alpha, beta);
-    delta = delta_;
+    delta = draft_median();
   }
   const double a = std::clamp(acceptance, 0.0, 1.0);
-  // At least one token is always drafted: it keeps measuring the acceptance.
+  // k = 0 is plain decoding: one token per step of one token.
   int best = 0;
-  double best_score = 0, expected = 1, ak = 1;
+  double best_score = 1.0 / (alpha + beta), expected = 1, ak = 1;
   for (int k = 1; k <= cap; ++k) {
     ak *= a;
     expected += ak;
     const double score = expected / (alpha + beta * (k + 1) + delta * k);
-    if (best == 0 || score > best_score) {
+    if (score > best_score) {
       best = k;
       best_score = score;
     }

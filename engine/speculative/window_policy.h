@@ -5,10 +5,13 @@
 // step over k + 1 more tokens plus k draft steps. The policy measures both as the server runs:
 // a target step of n tokens takes alpha + beta * n seconds (a decayed least-squares fit over
 // recent steps, so a pipeline's round trip shows up as a large alpha and buys long windows),
-// and a draft step takes delta seconds. It then picks k in [1, draft_max] maximising
-// tokens / seconds. Without adaptation the window is always draft_max.
+// and a draft step takes delta seconds. It then picks k in [0, draft_max] maximising
+// tokens / seconds; 0 means speculation does not pay right now (a draft as slow as the target,
+// drafts mostly rejected), and the scheduler then only probes now and then to keep measuring.
+// Without adaptation the window is always draft_max.
 #pragma once
 #include <mutex>
+#include <vector>
 
 namespace llmesh {
 
@@ -36,7 +39,8 @@ class WindowPolicy {
 
   const WindowOptions& options() const { return opt_; }
   // The window for a request whose drafts are accepted at `acceptance` per token; also capped
-  // by `room` (tokens the request may still generate, positions left): 0 when room <= 0.
+  // by `room` (tokens the request may still generate, positions left). 0: do not draft (room
+  // <= 0, or plain decoding is expected to be faster).
   int choose(double acceptance, int room) const;
   // A target forward pass over n tokens took `seconds`.
   void observe_step(int n_tokens, double seconds);
@@ -49,13 +53,17 @@ class WindowPolicy {
   double draft_step() const;      // delta
 
  private:
-  void fit(double& alpha, double& beta) const;
+  void fit(double& alpha, double& beta) const;  // mu_ held
+  double draft_median() const;                   // mu_ held
 
   WindowOptions opt_;
   mutable std::mutex mu_;
   double w_ = 0, wn_ = 0, wt_ = 0, wnn_ = 0, wnt_ = 0;  // decayed sums over target steps
-  double delta_ = 0;
-  bool have_delta_ = false;
+  int n_steps_ = 0;
+  // The last draft step times; delta is their median (one slow call, a prompt catch-up or a
+  // descheduled thread, must not shut speculation off).
+  std::vector<double> draft_times_;
+  size_t draft_next_ = 0;
 };
 
 }  // namespace llmesh
