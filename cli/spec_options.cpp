@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "fetch/fetch_progress.h"
 #include "fetch/gguf_ranges.h"
 #include "fetch/package_fetch.h"
 #include "speculative/model_draft.h"
@@ -97,8 +98,10 @@ SpecSetup make_spec(const SpecCliOptions& o, const Model& target, ThreadPool* po
   mo.n_slots = n_slots;
   mo.n_ctx = n_ctx;
   mo.p_min = o.draft_p_min;
-  s.source = std::make_unique<ModelDraft>(d, label, *pool, mo);
-  s.description = fmt::format("draft {} ({} layers, {})", label, d->config().n_layer, how);
+  auto md = std::make_unique<ModelDraft>(d, label, *pool, mo);
+  s.description = fmt::format("draft {} ({} layers, KV {}, {})", label, d->config().n_layer,
+                              mesh::human_bytes(static_cast<double>(md->kv_bytes())), how);
+  s.source = std::move(md);
   return s;
 }
 
