@@ -137,26 +137,32 @@ void ModelDraft::propose(std::span<DraftTask* const> tasks) {
 
   std::vector<Work*> rows;
   try {
-    // Catch up: the tokens each slot's draft KV lacks, in chunks of at most opt_.batch.
-    for (;;) {
-      batch_.clear();
-      rows.clear();
-      int budget = opt_.batch;
-      for (Work& w : work) {
-        if (w.drafting || budget == 0) continue;
-        const size_t len = w.task->context.size();
-        const size_t take = std::min<size_t>(len - w.fed, budget);
-        for (size_t i = 0; i < take; ++i) {
-          const size_t pos = w.fed + i;
-          const bool last = pos + 1 == len;
-          batch_.add(w.task->context[pos], static_cast<int32_t>(pos), w.task->slot, last);
-          if (last) rows.push_back(&w);
-        }
-        budget -= static_cast<int>(take);
-        w.fed += take;
-        w.held->insert(w.held->end(), w.task->context.begin() + (w.fed - take), w.task->context.begin() + w.fed);
+    // Catch up: the tokens each slot's draft KV lacks, one forward pass of at most opt_.batch
+    // tokens per call, shortest first. A long new prompt thus takes a few steps to catch up
+    // (its request decodes without drafts meanwhile) instead of stalling every stream at once.
+    std::vector<Work*> order;
+    for (Work& w : work) order.push_back(&w);
+    std::stable_sort(order.begin(), order.end(), [](const Work* a, const Work* b) {
+      return a->task->context.size() - a->fed < b->task->context.size() - b->fed;
+    });
+    batch_.clear();
+    rows.clear();
+    int budget = opt_.batch;
+    for (Work* w : order) {
+      if (budget == 0) break;
+      const size_t len = w->task->context.size();
+      const size_t take = std::min<size_t>(len - w->fed, budget);
+      for (size_t i = 0; i < take; ++i) {
+        const size_t pos = w->fed + i;
+        const bool last = pos + 1 == len;
+        batch_.add(w->task->context[pos], static_cast<int32_t>(pos), w->task->slot, last);
+        if (last) rows.push_back(w);
       }
-      if (batch_.n_tokens() == 0) break;
+      budget -= static_cast<int>(take);
+      w->fed += take;
+      w->held->insert(w->held->end(), w->task->context.begin() + (w->fed - take), w->task->context.begin() + w->fed);
+    }
+    if (batch_.n_tokens() > 0) {
       std::span<const float> logits = fwd_.run(batch_);
       for (size_t r = 0; r < rows.size(); ++r) {
         rows[r]->drafting = true;

@@ -31,7 +31,7 @@ struct ModelDraftOptions {
   // than this (0: never). A hesitant draft is usually wrong, and each drafted token costs a
   // draft step and a verified position.
   float p_min = 0.0f;
-  int batch = 512;            // catch-up tokens per forward pass (a new prompt)
+  int batch = 512;            // catch-up tokens per propose() call (a new prompt takes several)
 };
 
 class ModelDraft : public DraftSource {

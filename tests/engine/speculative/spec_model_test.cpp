@@ -39,13 +39,14 @@ struct Target {
     tok = Tokenizer::from_gguf(model->file());
   }
 
-  std::unique_ptr<ModelDraft> draft(const std::string& file, int n_seq, float p_min = 0) {
+  std::unique_ptr<ModelDraft> draft(const std::string& file, int n_seq, float p_min = 0, int batch = 512) {
     std::shared_ptr<const Model> d = Model::load(test::model_path(file));
     check_same_vocabulary(model->file(), model->config().n_vocab, d->file(), d->config().n_vocab, file);
     ModelDraftOptions o;
     o.n_slots = n_seq;
     o.n_ctx = kCtx;
     o.p_min = p_min;
+    o.batch = batch;
     return std::make_unique<ModelDraft>(d, file, pool, o);
   }
 };
@@ -134,6 +135,35 @@ INSTANTIATE_TEST_SUITE_P(Drafts, SpecGreedy,
                              if (!isalnum(static_cast<unsigned char>(c))) c = '_';
                            return n;
                          });
+
+TEST(SpecModelDraft, ALongPromptCatchesUpOverSeveralCallsWithoutStallingTheStep) {
+  Target t(1);
+  auto draft = t.draft("stories260K-q4_0.gguf", 1, 0, /*batch=*/8);
+  std::vector<int32_t> ctx = t.tok->encode(
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her "
+      "friends and her big red ball.",
+      true, false);
+  ASSERT_GT(ctx.size(), 24u);
+  const size_t calls_needed = (ctx.size() + 7) / 8;
+  size_t calls = 0;
+  for (;;) {
+    DraftTask task;
+    task.context = ctx;
+    task.max_tokens = 4;
+    DraftTask* p = &task;
+    draft->propose(std::span<DraftTask* const>(&p, 1));
+    ++calls;
+    if (!task.tokens.empty()) break;
+    ASSERT_LT(calls, calls_needed) << "still nothing after the whole prompt was fed";
+  }
+  EXPECT_EQ(calls, calls_needed);  // 8 tokens per call, the draft comes with the last chunk
+  // And through the scheduler: the same tokens as without speculation.
+  Target plain(1);
+  auto reference = run_all(plain, nullptr, 1, kGenerate);
+  Target t2(4);
+  auto small_steps = t2.draft("stories260K-q4_0.gguf", 4, 0, /*batch=*/8);
+  EXPECT_EQ(run_all(t2, small_steps.get(), 4, kGenerate), reference);
+}
 
 TEST(SpecVocabulary, ADraftWithAnotherVocabularyIsRefused) {
   auto target = Model::load(test::model_path("stories260K-f32.gguf"));
