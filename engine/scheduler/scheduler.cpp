@@ -431,8 +431,10 @@ void Scheduler::Impl::draft_windows() {
     size_t keep = 0;
     const size_t limit = std::min(t->tokens.size(), static_cast<size_t>(t->max_tokens));
     while (keep < limit && t->tokens[keep] >= 0 && t->tokens[keep] < n_vocab) ++keep;
+    // A sampled draft is judged against the distribution it came from: no q, no judging.
+    if (!t->q.empty()) keep = std::min(keep, t->q.size());
     t->tokens.resize(keep);
-    if (!t->q.empty() && t->q.size() != keep) t->q.resize(keep);
+    if (!t->q.empty()) t->q.resize(keep);
     steps = std::max(steps, static_cast<int>(keep));
     window_mean = window_mean == 0 ? keep : 0.95 * window_mean + 0.05 * keep;
   }
