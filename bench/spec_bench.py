@@ -27,6 +27,8 @@ Parts (all by default; --only takes a comma-separated subset):
              ngram, or not at all. tok/s of a greedy streamed 200-token completion (EOS banned),
              between the first and the last token; acceptance from the entry's /metrics
              (llmesh_spec_* counters, before and after each completion).
+Before each part it waits (up to --quiet-timeout s) for other processes to use at most --quiet-idle
+of the CPUs, and records the load it measured in every round.
 --quick: 2 rounds, fewer tokens, for a check that everything runs.
 """
 import argparse
@@ -330,6 +332,9 @@ def main():
     ap.add_argument("--split-tokens", type=int, default=200)
     ap.add_argument("--no-ban-eos", dest="ban_eos", action="store_false",
                     help="split: let EOS end the completion (default: banned by logit_bias, so exactly --split-tokens)")
+    ap.add_argument("--quiet-idle", type=float, default=0.25, help="before each part, wait until other processes "
+                    "use at most this fraction of the CPUs ...")
+    ap.add_argument("--quiet-timeout", type=float, default=120, help="... for at most this many seconds")
     ap.add_argument("--quick", action="store_true", help="2 rounds, fewer tokens")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     args = ap.parse_args()
@@ -339,19 +344,25 @@ def main():
         args.local_tokens = min(args.local_tokens, 64)
         args.synthetic_tokens = min(args.synthetic_tokens, 16)
         args.split_tokens = min(args.split_tokens, 64)
+        args.quiet_timeout = min(args.quiet_timeout, 5)
     parts = args.only.split(",")
     b = sb.Bench(args)
     head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     out = {"commit": head, "binary_mtime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(b.llmesh))),
            "threads": args.threads, "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "loadavg_start": os.getloadavg()}
+    fns = {"local": measure_local, "synthetic": measure_synthetic, "split": measure_split}
     try:
-        if "local" in parts:
-            out["local"] = measure_local(b, args)
-        if "synthetic" in parts:
-            out["synthetic"] = measure_synthetic(b, args)
-        if "split" in parts:
-            out["split"] = measure_split(b, args)
+        for part in ("local", "synthetic", "split"):
+            if part not in parts:
+                continue
+            busy, waited = sb.wait_quiet(args.quiet_idle, args.quiet_timeout)
+            log(f"{part}: other processes use {busy:.0%} of the CPUs (waited {waited} s)")
+            before = {"others_cpu": busy, "waited_s": waited, "loadavg": os.getloadavg(),
+                      "started": time.strftime("%H:%M:%SZ", time.gmtime())}
+            out[part] = fns[part](b, args)
+            out[part]["before"] = before
+            out[part]["finished"] = time.strftime("%H:%M:%SZ", time.gmtime())
     finally:
         b.close()
     out["loadavg_end"] = os.getloadavg()

@@ -172,7 +172,9 @@ int run_spec_bench(BenchOptions& o) {
       std::unique_ptr<ForcedAcceptanceDraft> forced;
       DraftSource* src = nullptr;
       if (c.rate >= 0) {
-        forced = std::make_unique<ForcedAcceptanceDraft>(*spec.source, ref.tokens, prompt_len, c.rate, cfg.n_vocab);
+        // A seed per rep: the reps draw different accept/reject sequences (64 tokens are few draws).
+        forced = std::make_unique<ForcedAcceptanceDraft>(*spec.source, ref.tokens, prompt_len, c.rate, cfg.n_vocab,
+                                                         0x5eed + 7919 * static_cast<uint64_t>(r));
         src = forced.get();
       } else if (c.rate == -1) {
         src = spec.source.get();
