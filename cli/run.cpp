@@ -166,7 +166,9 @@ int run_generate(RunOptions& o) {
                           {"cost_model",
                            {{"step_base_s", st.spec_step_base_s},
                             {"step_token_s", st.spec_step_token_s},
-                            {"draft_step_s", st.spec_draft_step_s}}}};
+                            {"draft_step_s", st.spec_draft_step_s},
+                            {"realised_spec_token_s", st.spec_token_s},
+                            {"realised_plain_token_s", st.plain_token_s}}}};
     }
     std::puts(j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {

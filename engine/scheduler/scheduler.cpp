@@ -129,6 +129,10 @@ struct Scheduler::Impl {
   std::vector<DraftTask*> tasks;
   double window_mean = 0;
   double draft_seconds = 0;  // this step's propose() time
+  bool drafted_this_step = false;
+  uint64_t emitted = 0;          // tokens handed to sinks, ever (for the realised step cost)
+  int steps_since_probe = 0;     // steps decoded plainly because drafting did not pay
+  int steps_since_plain = 0;     // steps that drafted since the last plain one
 
   std::thread worker;  // last: starts after everything above exists
 };
@@ -194,6 +198,8 @@ void Scheduler::Impl::flush_locked() {
     totals.spec_step_base_s = window->step_base();
     totals.spec_step_token_s = window->step_per_token();
     totals.spec_draft_step_s = window->draft_step();
+    totals.spec_token_s = window->realised_spec_cost();
+    totals.plain_token_s = window->realised_plain_cost();
   }
   pending = {};
 }
@@ -294,7 +300,9 @@ void Scheduler::Impl::allocate_prefill() {
 
 void Scheduler::Impl::step() {
   const auto t_step = Clock::now();
+  const uint64_t emitted_before = emitted;
   draft_seconds = 0;
+  drafted_this_step = false;
   batch.clear();
   in_batch.clear();
   prefilling.clear();
@@ -323,7 +331,9 @@ void Scheduler::Impl::step() {
     in_batch.push_back(r);
   }
   allocate_prefill();
+  int prefill_in_batch = 0;
   for (Request* r : prefilling) {
+    prefill_in_batch += r->chunk;
     if (r->chunk == 0) continue;
     r->out_row = -1;
     const auto& prompt = r->req.prompt;
@@ -380,32 +390,53 @@ void Scheduler::Impl::step() {
   }
   // The window policy's step cost: the forward pass plus sampling and handing tokens out,
   // which speculation also spreads over several tokens; not the drafting (measured apart).
-  if (window)
-    window->observe_step(batch.n_tokens(),
-                         std::chrono::duration<double>(Clock::now() - t_step).count() - draft_seconds);
+  if (window) {
+    const double seconds = std::chrono::duration<double>(Clock::now() - t_step).count();
+    window->observe_step(batch.n_tokens(), seconds - draft_seconds);
+    if (prefill_in_batch == 0)
+      window->observe_outcome(drafted_this_step, static_cast<int>(emitted - emitted_before), seconds);
+  }
 }
 
-// While the window policy finds that drafting does not pay, one step in this many still drafts
-// a token, so acceptance and costs keep being measured and speculation resumes when it pays.
+// While the window policy finds that drafting does not pay at the acceptance seen, one step in
+// this many still drafts a token, so acceptance keeps being measured and speculation resumes
+// when it pays.
 constexpr int kProbeEvery = 8;
+// See draft_windows(): the realised-cost check drafts every kOutcomeProbe-th step while drafting
+// does not pay, and decodes one step in kPlainRefresh plainly while it does.
+constexpr int kOutcomeProbe = 32;
+constexpr int kPlainRefresh = 64;
 
 // Picks each speculating request's window length and asks the proposer for that many tokens,
 // all requests in one call (a draft model batches them).
 void Scheduler::Impl::draft_windows() {
   tasks.clear();
+  // The realised check on the window policy's model: when drafting steps have cost more per
+  // token than plain ones, decode plainly and draft only every kOutcomeProbe-th step. While it
+  // pays, one step in kPlainRefresh stays plain to keep the comparison current.
+  bool allow = true;
+  if (!window->speculation_pays()) {
+    allow = ++steps_since_probe >= kOutcomeProbe;
+    if (allow) steps_since_probe = 0;
+  } else if (opt.window.adaptive && ++steps_since_plain >= kPlainRefresh) {
+    allow = false;
+    steps_since_plain = 0;
+  }
   for (int i = 0; i < static_cast<int>(slots.size()); ++i) {
     Request* r = slots[i].req.get();
     if (!r) continue;
     r->task.tokens.clear();
     r->task.q.clear();
-    if (!r->decoding || r->cancel_requested.load(std::memory_order_relaxed)) continue;
+    if (!allow || !r->decoding || r->cancel_requested.load(std::memory_order_relaxed)) continue;
     const Slot& s = slots[i];
     // Every drafted token needs a position (next_token sits at s.tokens.size()), and the
     // window plus the target's own token must fit max_tokens.
     int room = n_ctx - 1 - static_cast<int>(s.tokens.size());
     if (r->req.max_tokens > 0) room = std::min(room, r->req.max_tokens - r->result.completion_tokens - 1);
     int k = window->choose(r->acceptance.rate(), room);
-    if (k <= 0 && room > 0 && ++r->since_probe >= kProbeEvery) k = 1;  // keep measuring: things change
+    // Keep measuring acceptance now and then, since text changes; but not when even drafts that
+    // are always right would not pay (a draft as slow as the model): a probe then only costs.
+    if (k <= 0 && room > 0 && ++r->since_probe >= kProbeEvery && window->choose(1.0, room) > 0) k = 1;
     if (k <= 0) continue;
     r->since_probe = 0;
     r->context.assign(s.tokens.begin(), s.tokens.end());
@@ -439,6 +470,7 @@ void Scheduler::Impl::draft_windows() {
     window_mean = window_mean == 0 ? keep : 0.95 * window_mean + 0.05 * keep;
   }
   draft_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  drafted_this_step = steps > 0;
   window->observe_draft(std::max(1, steps), draft_seconds);
 }
 
@@ -536,6 +568,7 @@ bool Scheduler::Impl::emit(Request& r, int32_t tok, const float* row, bool sampl
   if (!sampler_has_it) r.sampler->accept(tok);
   if (r.result.completion_tokens == 0) r.result.first_token = Clock::now();
   ++r.result.completion_tokens;
+  ++emitted;
   ++pending.generated;
 
   event.token = tok;

@@ -157,6 +157,9 @@ struct SchedulerStats {
   // The window policy's cost model (window_policy.h): a target step of n tokens takes
   // base + n * token seconds, a draft step draft_step seconds.
   double spec_step_base_s = 0, spec_step_token_s = 0, spec_draft_step_s = 0;
+  // Realised seconds per token of decode steps that drafted / did not (0: unmeasured); when
+  // drafting costs more, the scheduler decodes plainly and only probes.
+  double spec_token_s = 0, plain_token_s = 0;
 };
 
 class Scheduler {

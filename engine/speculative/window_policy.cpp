@@ -29,13 +29,6 @@ void WindowPolicy::observe_step(int n_tokens, double seconds) {
   constexpr double kDecay = 0.97;
   std::lock_guard lk(mu_);
   const double n = n_tokens;
-  // A step far slower than the fit predicts (the thread was descheduled, the machine is busy)
-  // counts as at most 4x the prediction.
-  if (++n_steps_ > 8) {
-    double a, b;
-    fit(a, b);
-    seconds = std::min(seconds, 4 * (a + b * n));
-  }
   w_ = w_ * kDecay + 1;
   wn_ = wn_ * kDecay + n;
   wt_ = wt_ * kDecay + seconds;
@@ -46,7 +39,7 @@ void WindowPolicy::observe_step(int n_tokens, double seconds) {
 void WindowPolicy::observe_draft(int steps, double seconds) {
   if (steps <= 0 || !(seconds >= 0) || !std::isfinite(seconds)) return;
   std::lock_guard lk(mu_);
-  constexpr size_t kKeep = 15;
+  constexpr size_t kKeep = 7;
   const double per = seconds / steps;
   if (draft_times_.size() < kKeep) {
     draft_times_.push_back(per);
@@ -67,7 +60,7 @@ void WindowPolicy::fit(double& alpha, double& beta) const {
   // Ridge towards a prior slope of 5% of a step per extra token: when every recent step had
   // the same size there is no slope to see.
   const double beta0 = 0.05 * mt / std::max(1.0, mn);
-  constexpr double kRidge = 1.0;
+  constexpr double kRidge = 0.05;
   beta = std::max(0.0, (cov + kRidge * beta0) / (var + kRidge));
   alpha = std::max(mt - beta * mn, 0.05 * mt);
 }
@@ -84,6 +77,34 @@ double WindowPolicy::step_per_token() const {
   fit(a, b);
   return b;
 }
+void WindowPolicy::observe_outcome(bool drafted, int tokens_out, double seconds) {
+  if (tokens_out <= 0 || !(seconds >= 0) || !std::isfinite(seconds)) return;
+  std::lock_guard lk(mu_);
+  const double per = seconds / tokens_out;
+  double& ema = drafted ? spec_cost_ : plain_cost_;
+  int& seen = drafted ? spec_seen_ : plain_seen_;
+  // The first few observations average evenly, then a decayed mean.
+  const double w = std::max(0.1, 1.0 / (seen + 1));
+  ema = seen == 0 ? per : (1 - w) * ema + w * per;
+  ++seen;
+}
+
+bool WindowPolicy::speculation_pays() const {
+  std::lock_guard lk(mu_);
+  if (!opt_.adaptive || spec_seen_ < 4 || plain_seen_ < 4) return true;
+  return spec_cost_ <= plain_cost_;
+}
+
+double WindowPolicy::realised_spec_cost() const {
+  std::lock_guard lk(mu_);
+  return spec_seen_ ? spec_cost_ : 0;
+}
+
+double WindowPolicy::realised_plain_cost() const {
+  std::lock_guard lk(mu_);
+  return plain_seen_ ? plain_cost_ : 0;
+}
+
 double WindowPolicy::draft_median() const {
   if (draft_times_.empty()) return 0;
   std::vector<double> v = draft_times_;

@@ -47,6 +47,18 @@ class WindowPolicy {
   // A propose() call ran `steps` sequential draft steps in `seconds`.
   void observe_draft(int steps, double seconds);
 
+  // What a decode step (no prompt tokens in it) really cost per token it produced, drafting
+  // included: `drafted` says whether any request drafted in it. The model above can be wrong
+  // (a tiny model whose cost is all overhead, a thread pool waking up after the draft); these
+  // realised costs are the check on it.
+  void observe_outcome(bool drafted, int tokens_out, double seconds);
+  // False when steps that drafted have recently cost more per token than steps that did not:
+  // the scheduler then decodes plainly, drafting only in an occasional probe step. True while
+  // either side is unmeasured.
+  bool speculation_pays() const;
+  double realised_spec_cost() const;   // seconds per token, 0 when unmeasured
+  double realised_plain_cost() const;  // seconds per token, 0 when unmeasured
+
   // The fitted costs, in seconds (for status and tests).
   double step_base() const;       // alpha
   double step_per_token() const;  // beta
@@ -59,11 +71,12 @@ class WindowPolicy {
   WindowOptions opt_;
   mutable std::mutex mu_;
   double w_ = 0, wn_ = 0, wt_ = 0, wnn_ = 0, wnt_ = 0;  // decayed sums over target steps
-  int n_steps_ = 0;
   // The last draft step times; delta is their median (one slow call, a prompt catch-up or a
   // descheduled thread, must not shut speculation off).
   std::vector<double> draft_times_;
   size_t draft_next_ = 0;
+  double spec_cost_ = 0, plain_cost_ = 0;  // EMAs of seconds per token produced
+  int spec_seen_ = 0, plain_seen_ = 0;
 };
 
 }  // namespace llmesh
