@@ -172,6 +172,9 @@ std::vector<int32_t> generate(BatchModel& m, std::vector<int32_t> prompt, int n,
   SchedulerOptions so;
   so.n_parallel = 1;
   so.draft = draft;
+  // A fixed window: every step drafts, so trip counts do not depend on the machine's timing
+  // (the adaptive policy may find drafting not worth it for a model this small).
+  so.window.adaptive = false;
   Scheduler s(m, so);
   auto sink = std::make_shared<RecordingSink>();
   if (on_token) {
