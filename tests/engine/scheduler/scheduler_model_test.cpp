@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "fake_model.h"
+#include "stories_engine.h"
 #include "model/forward.h"
 #include "scheduler/scheduler.h"
 #include "test_paths.h"
@@ -15,24 +16,9 @@ namespace {
 
 using test::RecordingSink;
 
-struct Engine {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<KvCache> cache;
-  ThreadPool pool{2};
-  std::unique_ptr<Forward> fwd;
-  std::unique_ptr<LocalBatchModel> batch_model;
-  std::unique_ptr<Tokenizer> tok;
-
-  explicit Engine(int n_seq) {
-    model = Model::load(test::model_path("stories260K-f32.gguf"));
-    KvCacheOptions kv;
-    kv.n_ctx = 256;
-    kv.n_seq = n_seq;
-    cache = std::make_unique<KvCache>(model->config(), model->first_layer(), model->last_layer(), kv);
-    fwd = std::make_unique<Forward>(*model, *cache, pool);
-    batch_model = std::make_unique<LocalBatchModel>(*fwd);
-    tok = Tokenizer::from_gguf(model->file());
-  }
+// stories260K with a 256-position context.
+struct Engine : test::StoriesEngine {
+  explicit Engine(int n_seq) : StoriesEngine(n_seq, 256) {}
 };
 
 GenerationRequest greedy(std::vector<int32_t> prompt, int max_tokens) {

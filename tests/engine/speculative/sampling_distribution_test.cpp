@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "../scheduler/fake_model.h"
+#include "../scheduler/stories_engine.h"
 #include "model/forward.h"
 #include "scheduler/scheduler.h"
 #include "speculative/model_draft.h"
@@ -51,25 +52,8 @@ SamplingParams sampling(uint64_t seed) {
   return sp;
 }
 
-struct Target {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<KvCache> cache;
-  ThreadPool pool{2};
-  std::unique_ptr<Forward> fwd;
-  std::unique_ptr<LocalBatchModel> batch_model;
-  std::unique_ptr<Tokenizer> tok;
-
-  explicit Target(int n_seq, const std::string& file = "stories260K-f32.gguf") {
-    model = Model::load(test::model_path(file));
-    KvCacheOptions kv;
-    kv.n_ctx = kCtx;
-    kv.n_seq = n_seq;
-    cache = std::make_unique<KvCache>(model->config(), model->first_layer(), model->last_layer(), kv);
-    fwd = std::make_unique<Forward>(*model, *cache, pool);
-    batch_model = std::make_unique<LocalBatchModel>(*fwd);
-    tok = Tokenizer::from_gguf(model->file());
-  }
-  int n_vocab() const { return model->config().n_vocab; }
+struct Target : test::StoriesEngine {
+  explicit Target(int n_seq, const std::string& file = "stories260K-f32.gguf") : StoriesEngine(n_seq, kCtx, file) {}
 };
 
 // A model's exact sampling distribution of the first two generated tokens.
