@@ -42,12 +42,18 @@ namespace {
 NgramOptions parse_ngram(const std::string& s) {
   NgramOptions o;
   const auto dots = s.find("..");
+  auto whole_int = [](const std::string& t) {
+    size_t used = 0;
+    const int v = std::stoi(t, &used);
+    if (used != t.size()) throw std::invalid_argument(t);
+    return v;
+  };
   try {
     if (dots == std::string::npos) {
-      o.n_min = o.n_max = std::stoi(s);
+      o.n_min = o.n_max = whole_int(s);
     } else {
-      o.n_min = std::stoi(s.substr(0, dots));
-      o.n_max = std::stoi(s.substr(dots + 2));
+      o.n_min = whole_int(s.substr(0, dots));
+      o.n_max = whole_int(s.substr(dots + 2));
     }
   } catch (const std::exception&) {
     throw std::invalid_argument(fmt::format("--spec-ngram '{}': expected N or A..B, e.g. 2..4", s));
@@ -66,7 +72,11 @@ std::shared_ptr<const Model> load_draft(const SpecCliOptions& o) {
   }
   if (mesh::is_url(o.draft)) throw std::invalid_argument("--draft takes a GGUF file or the URL of one, got " + o.draft);
   if (!std::filesystem::is_regular_file(o.draft)) throw std::invalid_argument("--draft: no such file: " + o.draft);
-  return Model::load(o.draft);
+  try {
+    return Model::load(o.draft);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(fmt::format("--draft: cannot load the draft model: {}", e.what()));
+  }
 }
 
 }  // namespace
@@ -74,6 +84,7 @@ std::shared_ptr<const Model> load_draft(const SpecCliOptions& o) {
 SpecSetup make_spec(const SpecCliOptions& o, const Model& target, ThreadPool* pool, int n_threads, int n_slots,
                     int n_ctx) {
   SpecSetup s;
+  const NgramOptions ngram = parse_ngram(o.ngram);  // a bad value is an error even when unused
   if (o.spec == "draft" && o.draft.empty()) throw std::invalid_argument("--spec draft needs --draft MODEL");
   if (o.spec == "ngram" && !o.draft.empty())
     throw std::invalid_argument("--spec ngram and --draft exclude each other: pick one proposer");
@@ -82,9 +93,8 @@ SpecSetup make_spec(const SpecCliOptions& o, const Model& target, ThreadPool* po
   s.window.adaptive = !o.draft_fixed;
   const std::string how = fmt::format("window up to {}{}", o.draft_max, o.draft_fixed ? ", fixed" : ", adaptive");
   if (o.spec == "ngram") {
-    NgramOptions no = parse_ngram(o.ngram);
-    s.source = std::make_unique<NgramDraft>(no);
-    s.description = fmt::format("n-gram lookup {}..{} ({})", no.n_min, no.n_max, how);
+    s.source = std::make_unique<NgramDraft>(ngram);
+    s.description = fmt::format("n-gram lookup {}..{} ({})", ngram.n_min, ngram.n_max, how);
     return s;
   }
   std::shared_ptr<const Model> d = load_draft(o);

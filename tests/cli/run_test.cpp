@@ -53,6 +53,42 @@ TEST(CliRun, BadInputGetsAClearError) {
   EXPECT_NE(r.output.find("context"), std::string::npos) << r.output;
 }
 
+TEST(CliRun, SpeculativeOptionsAreCheckedAndGreedyOutputIsUnchanged) {
+  const std::string target = " -m " + test::model_path("stories260K-f32.gguf") + " -p hi -n 4";
+  struct Bad {
+    std::string args, reason;
+  };
+  const Bad bad[] = {
+      {"--spec-ngram 5..2", "1 <= A <= B <= 16"},
+      {"--spec-ngram 2x..4", "expected N or A..B"},
+      {"--draft " + test::model_path("llama-2-tiny-random.gguf"), "vocabulary"},
+      {"--draft /nonexistent-draft.gguf", "no such file"},
+      {"--draft " + test::shared_dir() + "/models/GOLDEN.txt", "cannot load the draft model"},
+      {"--spec draft", "needs --draft"},
+      {"--spec ngram --draft " + test::model_path("stories260K-q4_0.gguf"), "exclude each other"},
+  };
+  for (const Bad& b : bad) {
+    auto r = test::run_command(llmesh("run" + target + " " + b.args + " 2>&1"));
+    EXPECT_EQ(r.exit_code, 1) << b.args << ": " << r.output;
+    EXPECT_NE(r.output.find(b.reason), std::string::npos) << b.args << ": " << r.output;
+  }
+  // The same greedy tokens with a draft, with n-gram lookup and without.
+  const std::string greedy = llmesh("run -m " + test::model_path("stories260K-f32.gguf") +
+                                    " -p 'Once upon a time' -n 40 --temp 0 --json -t 1");
+  auto plain = test::run_command(greedy);
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  const auto want = nlohmann::json::parse(plain.output)["tokens"];
+  for (const std::string spec : {"--draft " + test::model_path("stories260K-q4_0.gguf") + " --draft-fixed",
+                                 std::string("--spec ngram --spec-ngram 1..3 --draft-fixed")}) {
+    auto r = test::run_command(greedy + " " + spec);
+    ASSERT_EQ(r.exit_code, 0) << spec << ": " << r.output;
+    auto j = nlohmann::json::parse(r.output);
+    EXPECT_EQ(j["tokens"], want) << spec;
+    ASSERT_TRUE(j.contains("speculative")) << spec;
+    EXPECT_GT(j["speculative"]["windows"].get<int>(), 0) << spec;
+  }
+}
+
 TEST(CliBench, JsonHasTheFigures) {
   auto r = test::run_command(llmesh("bench -m " + test::model_path("stories260K-q4_0.gguf") +
                                     " -t 2 -p 16 -n 8 -r 2 --json"));
