@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -20,6 +21,9 @@ struct EngineOptions {
   int batch = 512;  // prompt tokens per forward pass
   std::string kv_type = "f16";
   std::string fetch_cache;  // --fetch-cache: where -m URL packages are cached (empty: the default)
+  // A mixture-of-experts shard (serve --moe-plan/--moe-shard, docs/moe.md): per layer, the
+  // experts to load. Empty: all. Only these experts' bytes are read, fetched or mapped.
+  std::vector<std::vector<int>> experts;
 };
 
 void add_engine_options(CLI::App* sub, EngineOptions& o);

@@ -18,14 +18,6 @@ void grow(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
-// Rows [r0, r1) of a weight matrix, as their own view (one expert of an expert tensor).
-kernels::MatView slice_rows(const kernels::MatView& m, int64_t r0, int64_t r1) {
-  kernels::MatView s = m;
-  s.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
-  s.rows = r1 - r0;
-  return s;
-}
-
 void add_bias(float* y, const std::vector<float>& b, int T, int n) {
   if (b.empty()) return;
   for (int t = 0; t < T; ++t) ops::axpy_f32(y + static_cast<size_t>(t) * n, 1.0f, b.data(), n);
@@ -33,8 +25,56 @@ void add_bias(float* y, const std::vector<float>& b, int T, int n) {
 
 }  // namespace
 
+void ExpertStats::reset(int layers, int experts) {
+  n_layer = layers;
+  n_expert = experts;
+  gate_mass.assign(static_cast<size_t>(layers) * experts, 0.0);
+  selected.assign(static_cast<size_t>(layers) * experts, 0);
+  tokens.assign(layers, 0);
+}
+
 Forward::Forward(const Model& model, KvCache& cache, ThreadPool& pool)
-    : model_(model), cfg_(model.config()), cache_(cache), pool_(pool) {}
+    : model_(model), cfg_(model.config()), cache_(cache), pool_(pool) {
+  restrict_experts({});
+}
+
+void Forward::collect_expert_stats(ExpertStats* stats) {
+  if (stats && (stats->n_layer != cfg_.n_layer || stats->n_expert != cfg_.n_expert ||
+                stats->gate_mass.size() != static_cast<size_t>(cfg_.n_layer) * cfg_.n_expert))
+    throw std::invalid_argument(fmt::format("collect_expert_stats: statistics sized for {} layers x {} experts, the "
+                                            "model has {} x {}", stats->n_layer, stats->n_expert, cfg_.n_layer,
+                                            cfg_.n_expert));
+  stats_ = stats;
+}
+
+void Forward::restrict_experts(std::vector<std::vector<uint8_t>> allowed) {
+  if (!cfg_.is_moe()) {
+    if (!allowed.empty()) throw std::invalid_argument("restrict_experts: the model has no experts");
+    return;
+  }
+  if (!allowed.empty() && static_cast<int>(allowed.size()) != cfg_.n_layer)
+    throw std::invalid_argument(fmt::format("restrict_experts: {} layers given, the model has {}", allowed.size(),
+                                            cfg_.n_layer));
+  std::vector<std::vector<int>> lists;
+  for (int il = model_.first_layer(); il < model_.last_layer(); ++il) {
+    const LayerWeights& w = model_.layer(il);
+    std::vector<int> list;
+    for (int e = 0; e < cfg_.n_expert; ++e) {
+      bool ok = w.held[e] != 0;
+      if (!allowed.empty()) {
+        if (static_cast<int>(allowed[il].size()) != cfg_.n_expert)
+          throw std::invalid_argument(fmt::format("restrict_experts: layer {} lists {} experts, the model has {}", il,
+                                                  allowed[il].size(), cfg_.n_expert));
+        ok = ok && allowed[il][e] != 0;
+      }
+      if (ok) list.push_back(e);
+    }
+    if (list.empty())
+      throw std::invalid_argument(fmt::format("restrict_experts: no expert of layer {} may be routed to", il));
+    lists.push_back(std::move(list));
+  }
+  allowed_ = std::move(lists);
+}
 
 void Forward::validate(const Batch& b) const {
   const int T = b.n_tokens();
@@ -200,7 +240,7 @@ void Forward::feed_forward(int il, int T) {
     ops::rmsnorm(&xb_[static_cast<size_t>(t) * E], &x_[static_cast<size_t>(t) * E], w.ffn_norm.data(), E,
                  cfg_.rms_eps);
   if (cfg_.is_moe()) {
-    moe(w, T);
+    moe(il, w, T);
     return;
   }
   const int F = cfg_.n_ff;
@@ -214,9 +254,14 @@ void Forward::feed_forward(int il, int T) {
 }
 
 // Mixture of experts: the router picks n_expert_used experts per token (softmax, top-k,
-// optionally renormalised); each expert runs on the tokens routed to it.
-void Forward::moe(const LayerWeights& w, int T) {
-  const int E = cfg_.n_embd, NE = cfg_.n_expert, K = cfg_.n_expert_used, F = cfg_.n_ff_expert;
+// optionally renormalised); each expert runs on the tokens routed to it. On a shard (or under
+// restrict_experts) the softmax and the top k range over the allowed experts only, so the
+// weights renormalise over what the node holds.
+void Forward::moe(int il, const LayerWeights& w, int T) {
+  const int E = cfg_.n_embd, NE = cfg_.n_expert, F = cfg_.n_ff_expert;
+  const std::vector<int>& allowed = allowed_[il - model_.first_layer()];
+  const int NA = static_cast<int>(allowed.size());
+  const int K = std::min(cfg_.n_expert_used, NA);
   grow(router_, static_cast<size_t>(T) * NE);
   kernels::matmul(w.router, xb_.data(), E, T, router_.data(), NE, pool_);
 
@@ -225,11 +270,20 @@ void Forward::moe(const LayerWeights& w, int T) {
   routed.resize(NE);
   for (auto& r : routed) r.clear();
   auto& order = expert_order_;
-  order.resize(NE);
   for (int t = 0; t < T; ++t) {
     float* p = &router_[static_cast<size_t>(t) * NE];
+    if (NA < NE) {  // experts outside the allowed set get no probability
+      int j = 0;
+      for (int e = 0; e < NE; ++e) {
+        if (j < NA && allowed[j] == e) {
+          ++j;
+          continue;
+        }
+        p[e] = -INFINITY;
+      }
+    }
     ops::softmax(p, NE);
-    std::iota(order.begin(), order.end(), 0);
+    order.assign(allowed.begin(), allowed.end());
     std::partial_sort(order.begin(), order.begin() + K, order.end(),
                       [&](int a, int b2) { return p[a] > p[b2] || (p[a] == p[b2] && a < b2); });
     float total = 0;
@@ -237,6 +291,12 @@ void Forward::moe(const LayerWeights& w, int T) {
     for (int j = 0; j < K; ++j) {
       float wgt = cfg_.expert_weights_norm ? p[order[j]] / total : p[order[j]];
       routed[order[j]].push_back({t, wgt});
+    }
+    if (stats_) {
+      const size_t base = static_cast<size_t>(il) * NE;
+      for (int e : allowed) stats_->gate_mass[base + e] += p[e];
+      for (int j = 0; j < K; ++j) ++stats_->selected[base + order[j]];
+      ++stats_->tokens[il];
     }
   }
 
@@ -260,9 +320,8 @@ void Forward::moe(const LayerWeights& w, int T) {
     grow(moe_in_, static_cast<size_t>(n) * E);
     for (int j = 0; j < n; ++j)
       std::copy_n(&xb_[static_cast<size_t>(toks[j].first) * E], E, &moe_in_[static_cast<size_t>(j) * E]);
-    run_ffn(slice_rows(w.gate_exps, int64_t{e} * F, int64_t{e + 1} * F),
-            slice_rows(w.up_exps, int64_t{e} * F, int64_t{e + 1} * F),
-            slice_rows(w.down_exps, int64_t{e} * E, int64_t{e + 1} * E), n, F);
+    const auto& x = w.experts[e];
+    run_ffn(x.gate, x.up, x.down, n, F);
     for (int j = 0; j < n; ++j)
       ops::axpy_f32(&moe_out_[static_cast<size_t>(toks[j].first) * E], toks[j].second,
                     &moe_down_[static_cast<size_t>(j) * E], E);

@@ -45,6 +45,17 @@ struct Batch {
   }
 };
 
+// Per-layer, per-expert routing statistics of a mixture-of-experts model (llmesh moe profile).
+// Indexed [absolute layer * n_expert + expert].
+struct ExpertStats {
+  int n_layer = 0;
+  int n_expert = 0;
+  std::vector<double> gate_mass;   // sum over tokens of the router's probability for the expert
+  std::vector<uint64_t> selected;  // tokens routed to the expert (it was in their top k)
+  std::vector<uint64_t> tokens;    // [layer] tokens routed through the layer
+  void reset(int layers, int experts);
+};
+
 class Forward {
  public:
   Forward(const Model& model, KvCache& cache, ThreadPool& pool);
@@ -55,6 +66,15 @@ class Forward {
   // Throws (std::invalid_argument, KvCacheFull) on a malformed batch, before touching state.
   std::span<const float> run(const Batch& batch);
 
+  // Mixture of experts: add every routed token's statistics to `stats` (nullptr: stop). The
+  // caller sizes it (reset) for the model's layers and experts.
+  void collect_expert_stats(ExpertStats* stats);
+  // Route only to `allowed[layer][expert] != 0` (absolute layers; empty: no restriction
+  // beyond the experts the model holds), renormalising the router over them as a shard does:
+  // evaluates a grouping on the full model without loading shards. Throws on a shape mismatch
+  // or a layer with no expert allowed.
+  void restrict_experts(std::vector<std::vector<uint8_t>> allowed);
+
   bool outputs_logits() const { return model_.has_head(); }
   const Model& model() const { return model_; }
   KvCache& cache() { return cache_; }
@@ -64,7 +84,7 @@ class Forward {
   void embed(const Batch& b, int T);
   void attention(int il, const Batch& b, int T);
   void feed_forward(int il, int T);
-  void moe(const LayerWeights& w, int T);
+  void moe(int il, const LayerWeights& w, int T);
   void head(const Batch& b, int T);
 
   const Model& model_;
@@ -78,6 +98,8 @@ class Forward {
   std::vector<float> router_, moe_out_, moe_in_, moe_gate_, moe_up_, moe_down_, shexp_gate_;
   std::vector<std::vector<std::pair<int, float>>> routed_;  // per expert: (token, weight)
   std::vector<int> expert_order_;
+  std::vector<std::vector<int>> allowed_;  // per loaded layer: the experts routing may pick
+  ExpertStats* stats_ = nullptr;
 };
 
 }  // namespace llmesh

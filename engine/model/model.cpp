@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -85,6 +86,14 @@ class Loader {
   std::unordered_map<std::string_view, const GgufTensor*> index_;  // several parts only
 };
 
+// Rows [e*R, (e+1)*R) of a merged expert tensor: expert e, as its own view.
+kernels::MatView expert_rows(const kernels::MatView& m, int e, int64_t rows) {
+  kernels::MatView s = m;
+  s.data = m.data + static_cast<size_t>(e) * static_cast<size_t>(rows) * m.row_bytes;
+  s.rows = rows;
+  return s;
+}
+
 }  // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& path, const ModelOptions& opt) {
@@ -115,6 +124,13 @@ std::unique_ptr<Model> Model::load(std::vector<std::shared_ptr<const GgufFile>> 
                                          f.path(), first, last, c.n_layer));
   m->first_ = first;
   m->last_ = last;
+  if (!opt.experts.empty()) {
+    if (!c.is_moe())
+      throw std::runtime_error(fmt::format("{}: an expert shard was asked for, but the model has no experts", f.path()));
+    if (static_cast<int>(opt.experts.size()) != c.n_layer)
+      throw std::runtime_error(fmt::format("{}: an expert shard lists experts for {} layers; the model has {}",
+                                           f.path(), opt.experts.size(), c.n_layer));
+  }
   Loader L(m->parts_);
 
   // The embedding table: for token input, or as the head when it is tied (no output.weight).
@@ -145,9 +161,44 @@ std::unique_ptr<Model> Model::load(std::vector<std::shared_ptr<const GgufFile>> 
     w.ffn_norm = L.vector(p + "ffn_norm.weight", c.n_embd);
     if (c.is_moe()) {
       w.router = L.matrix(p + "ffn_gate_inp.weight", c.n_embd, c.n_expert);
-      w.gate_exps = L.matrix(p + "ffn_gate_exps.weight", c.n_embd, c.n_ff_expert, c.n_expert);
-      w.up_exps = L.matrix(p + "ffn_up_exps.weight", c.n_embd, c.n_ff_expert, c.n_expert);
-      w.down_exps = L.matrix(p + "ffn_down_exps.weight", c.n_ff_expert, c.n_embd, c.n_expert);
+      w.held.assign(c.n_expert, opt.experts.empty() ? 1 : 0);
+      if (!opt.experts.empty()) {
+        for (int e : opt.experts[il]) {
+          if (e < 0 || e >= c.n_expert)
+            throw std::runtime_error(fmt::format("{}: expert {} of layer {} does not exist (the model has {} experts)",
+                                                 f.path(), e, il, c.n_expert));
+          if (w.held[e])
+            throw std::runtime_error(fmt::format("{}: expert {} of layer {} is listed twice", f.path(), e, il));
+          w.held[e] = 1;
+        }
+        if (opt.experts[il].empty())
+          throw std::runtime_error(fmt::format("{}: a shard must hold at least one expert of layer {}", f.path(), il));
+      }
+      w.experts.resize(c.n_expert);
+      // Merged expert tensors [cols, rows, n_expert] (expert e = rows [e*R, (e+1)*R), contiguous
+      // bytes), or one 2-D tensor per expert: blk.N.ffn_gate.E.weight (older Mixtral files, and
+      // the expert artifacts of a layer package).
+      const bool merged = L.find(p + "ffn_gate_exps.weight") != nullptr;
+      kernels::MatView g, u, d;
+      if (merged) {
+        g = L.matrix(p + "ffn_gate_exps.weight", c.n_embd, c.n_ff_expert, c.n_expert);
+        u = L.matrix(p + "ffn_up_exps.weight", c.n_embd, c.n_ff_expert, c.n_expert);
+        d = L.matrix(p + "ffn_down_exps.weight", c.n_ff_expert, c.n_embd, c.n_expert);
+      }
+      for (int e = 0; e < c.n_expert; ++e) {
+        if (!w.held[e]) continue;
+        ++w.n_held;
+        auto& x = w.experts[e];
+        if (merged) {
+          x.gate = expert_rows(g, e, c.n_ff_expert);
+          x.up = expert_rows(u, e, c.n_ff_expert);
+          x.down = expert_rows(d, e, c.n_embd);
+        } else {
+          x.gate = L.matrix(fmt::format("{}ffn_gate.{}.weight", p, e), c.n_embd, c.n_ff_expert);
+          x.up = L.matrix(fmt::format("{}ffn_up.{}.weight", p, e), c.n_embd, c.n_ff_expert);
+          x.down = L.matrix(fmt::format("{}ffn_down.{}.weight", p, e), c.n_ff_expert, c.n_embd);
+        }
+      }
       if (L.find(p + "ffn_gate_shexp.weight")) {
         int nsh = c.n_ff_shared > 0 ? c.n_ff_shared
                                     : static_cast<int>(L.find(p + "ffn_gate_shexp.weight")->ne[1]);
@@ -170,15 +221,23 @@ std::unique_ptr<Model> Model::load(std::vector<std::shared_ptr<const GgufFile>> 
 double Model::weight_bytes_per_token() const {
   auto bytes = [](const kernels::MatView& v) { return static_cast<double>(v.row_bytes) * v.rows; };
   double total = 0;
-  double used = cfg_.is_moe() ? static_cast<double>(cfg_.n_expert_used) / cfg_.n_expert : 0;
   for (const auto& w : layers_) {
     total += bytes(w.wq) + bytes(w.wk) + bytes(w.wv) + bytes(w.wo);
     total += bytes(w.w_gate) + bytes(w.w_up) + bytes(w.w_down) + bytes(w.router);
-    total += used * (bytes(w.gate_exps) + bytes(w.up_exps) + bytes(w.down_exps));
+    // A token runs n_expert_used of the experts held.
+    const double used = w.n_held > 0 ? std::min(1.0, static_cast<double>(cfg_.n_expert_used) / w.n_held) : 0;
+    for (const auto& x : w.experts)
+      if (x.gate.data) total += used * (bytes(x.gate) + bytes(x.up) + bytes(x.down));
     total += bytes(w.gate_shexp) + bytes(w.up_shexp) + bytes(w.down_shexp) + bytes(w.shexp_gate);
   }
   if (has_head()) total += bytes(output_);
   return total;
+}
+
+bool Model::holds_all_experts() const {
+  for (const auto& w : layers_)
+    if (w.n_held != static_cast<int>(w.held.size())) return false;
+  return true;
 }
 
 }  // namespace llmesh

@@ -24,15 +24,25 @@ struct LayerWeights {
   kernels::MatView wq, wk, wv, wo;
   // dense feed-forward
   kernels::MatView w_gate, w_up, w_down;
-  // mixture of experts: the router and per-expert matrices (expert e = rows [e*R, (e+1)*R))
+  // mixture of experts: the router and one feed-forward per expert (docs/moe.md). An expert
+  // this node does not hold (a shard) has views with data == nullptr and held[e] == 0.
   kernels::MatView router;
-  kernels::MatView gate_exps, up_exps, down_exps;
+  struct Expert {
+    kernels::MatView gate, up, down;
+  };
+  std::vector<Expert> experts;
+  std::vector<uint8_t> held;  // per expert: 1 when its weights are loaded
+  int n_held = 0;
   // optional shared expert (qwen2moe)
   kernels::MatView gate_shexp, up_shexp, down_shexp, shexp_gate;
 };
 
 struct ModelOptions {
   LayerRange layers;
+  // A mixture-of-experts shard (docs/moe.md): per absolute layer, the experts this node holds
+  // (any order, no duplicates, at least one per layer). Empty: every expert. The weights of the
+  // other experts are never read (nor looked up: a package or a sparse GGUF copy may lack them).
+  std::vector<std::vector<int>> experts;
 };
 
 class Model {
@@ -56,6 +66,8 @@ class Model {
   bool has_embedding() const { return first_ == 0; }   // input can be token ids
   bool has_head() const { return last_ == cfg_.n_layer; }  // output can be logits
   const LayerWeights& layer(int il) const { return layers_[il - first_]; }  // absolute index
+  // True when every expert of every loaded layer is held (always for a dense model).
+  bool holds_all_experts() const;
 
   const kernels::MatView& token_embd() const { return token_embd_; }
   const kernels::MatView& output() const { return output_; }
