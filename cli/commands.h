@@ -17,5 +17,6 @@ Runner add_invite(CLI::App& app);
 Runner add_status(CLI::App& app);
 Runner add_package(CLI::App& app);
 Runner add_fetch(CLI::App& app);
+Runner add_moe(CLI::App& app);
 
 }  // namespace llmesh::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   add(llmesh::cli::add_status);
   add(llmesh::cli::add_package);
   add(llmesh::cli::add_fetch);
+  add(llmesh::cli::add_moe);
   CLI11_PARSE(app, argc, argv);
   for (auto& [sub, run] : runners) {
     if (sub->parsed()) {

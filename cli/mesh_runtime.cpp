@@ -159,6 +159,7 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
     }
     return out;
   });
+  router_->set_self([this] { return load_state(); });
 }
 
 MeshRuntime::~MeshRuntime() {

@@ -109,6 +109,7 @@ void ApiServer::routes() {
                           {"accepted", s.spec_accepted},
                           {"acceptance", s.spec_drafted ? double(s.spec_accepted) / s.spec_drafted : 0.0},
                           {"tokens_per_verification", s.spec_windows ? double(s.spec_tokens) / s.spec_windows : 0.0}};
+    if (model_ && model_->expert_shard) j["expert_shard"] = model_->expert_shard_info;
     res.set_content(dump_json(j), "application/json");
   });
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
@@ -157,7 +158,12 @@ bool ApiServer::route(const httplib::Request& req, httplib::Response& res, ApiFl
     throw bad_request("'model' is required and must be a string", "model");
   }
   const std::string name = body["model"];
-  if (model_ && model_->answers_to(name)) return false;
+  if (model_ && model_->answers_to(name)) {
+    // One of several expert shards (docs/moe.md): the session's home shard answers, wherever the
+    // request entered; a request another node forwarded here is answered here.
+    if (!model_->expert_shard || req.has_header("X-Llmesh-Forwarded")) return false;
+    return proxy_in_order(ctx_, router_->shard_candidates(name, session_key(body)), name, req, res);
+  }
   // A request another node forwarded here is answered here or nowhere: forwarding it again
   // could bounce it around the mesh while news of who serves what spreads.
   if (req.has_header("X-Llmesh-Forwarded")) {

@@ -130,11 +130,17 @@ std::string session_key(const nlohmann::json& body) {
 
 void proxy_request(const ApiContext& ctx, ModelRouter& router, const std::string& model, const nlohmann::json& body,
                    const httplib::Request& req, httplib::Response& res, ApiFlavor flavor) {
+  (void)flavor;
   auto nodes = router.candidates(model, session_key(body));
   if (nodes.empty())
     throw ApiError(404, "invalid_request_error",
                    fmt::format("The model '{}' is not served by this node or any node of its mesh (GET /v1/models)", model),
                    "model", "model_not_found");
+  proxy_in_order(ctx, nodes, model, req, res);
+}
+
+bool proxy_in_order(const ApiContext& ctx, const std::vector<std::shared_ptr<Upstream>>& nodes,
+                    const std::string& model, const httplib::Request& req, httplib::Response& res) {
   ProxiedRequest pr{req.method, req.path, req.get_header_value("Content-Type"), req.body, {}};
   for (const char* h : {"anthropic-version", "anthropic-beta"})
     if (req.has_header(h)) pr.headers[h] = req.get_header_value(h);
@@ -142,6 +148,11 @@ void proxy_request(const ApiContext& ctx, ModelRouter& router, const std::string
   std::string failures, error_body;
   for (size_t i = 0; i < nodes.size(); ++i) {
     auto& node = nodes[i];
+    if (!node) {  // this node's turn
+      if (!failures.empty() && ctx.opt.log_requests)
+        log_line(fmt::format("route: answering here after {}", failures));
+      return false;
+    }
     std::string why;
     try {
       up = node->send(pr);
@@ -167,12 +178,11 @@ void proxy_request(const ApiContext& ctx, ModelRouter& router, const std::string
   if (!up)
     throw ApiError(503, "server_error",
                    fmt::format("No node serving '{}' answered: {}", model, failures), "model", "upstream_unavailable");
-  (void)flavor;
   res.status = up->status;
   if (up->status >= 400) {
     // Pass the error on whole, with its own shape and status.
     res.set_content(error_body, up->content_type.empty() ? "application/json" : up->content_type);
-    return;
+    return true;
   }
   auto watch = std::make_shared<ConnectionWatch>(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
   const std::string type = up->content_type.empty() ? "application/json" : up->content_type;
@@ -212,6 +222,7 @@ void proxy_request(const ApiContext& ctx, ModelRouter& router, const std::string
         return true;
       },
       [up](bool) { up->cancel(); });
+  return true;
 }
 
 }  // namespace llmesh::api

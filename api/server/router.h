@@ -64,6 +64,16 @@ class ModelRouter {
   // so a conversation keeps landing where its prefix is cached. Empty: nobody serves it.
   virtual std::vector<std::shared_ptr<Upstream>> candidates(const std::string& model,
                                                              const std::string& session_key) = 0;
+  // For a model this node serves as one of several mixture-of-experts shards (docs/moe.md): the
+  // nodes to try for the session, best first, with nullptr standing for this node. The session's
+  // home shard comes first, so a conversation stays on one group of experts whichever node it
+  // enters by. Default: this node alone.
+  virtual std::vector<std::shared_ptr<Upstream>> shard_candidates(const std::string& model,
+                                                                   const std::string& session_key) {
+    (void)model;
+    (void)session_key;
+    return {nullptr};
+  }
 };
 
 // Another node's HTTP API, reached directly.

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "output/output_parser.h"
 #include "scheduler/scheduler.h"
 #include "template/chat_template.h"
@@ -33,6 +35,10 @@ struct ServedModel {
   // Speculative decoding's proposer, as `serve` describes it ("draft x.gguf (window up to 8,
   // adaptive)"); empty when off. /metrics then has llmesh_spec_* and /health "speculative".
   std::string speculative;
+  // A mixture-of-experts shard (serve --moe-plan): requests go to the session's home shard first
+  // (ModelRouter::shard_candidates). `expert_shard_info` describes it for /health.
+  bool expert_shard = false;
+  nlohmann::json expert_shard_info;
 
   bool answers_to(const std::string& name) const;
   int n_ctx() const { return scheduler->n_ctx(); }

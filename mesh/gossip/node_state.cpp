@@ -46,6 +46,8 @@ json to_wire(const NodeState& s) {
     if (m.entry) mj["en"] = true;
     if (m.split) mj["sp"] = true;
     if (!m.plan.empty()) mj["pl"] = m.plan;
+    if (!m.experts.plan.empty())
+      mj["ex"] = {{"p", m.experts.plan}, {"i", m.experts.index}, {"n", m.experts.count}, {"c", m.experts.covers}};
     models.push_back(std::move(mj));
   }
   json load = {{"a", s.load.active_requests}, {"q", s.load.queued}, {"p", s.load.parallel_slots},
@@ -105,6 +107,22 @@ NodeState node_state_from_wire(const json& v) {
       m.entry = read_bool(mj, "en");
       m.split = read_bool(mj, "sp");
       m.plan = read_string(mj, "pl", kMaxStateString);
+      if (auto it = mj.find("ex"); it != mj.end()) {
+        const json& ex = require_map(*it, "ex");
+        m.experts.plan = read_string(ex, "p", kMaxStateString, true);
+        m.experts.count = static_cast<std::uint32_t>(read_uint(ex, "n", kMaxExpertShards, 0, true));
+        m.experts.index = static_cast<std::uint32_t>(read_uint(ex, "i", kMaxExpertShards, 0, true));
+        if (m.experts.plan.empty() || m.experts.count == 0 || m.experts.index >= m.experts.count)
+          throw WireError("field 'ex': expected a plan digest and shard index < count");
+        if (const json* covers = read_array(ex, "c", kMaxExpertShards)) {
+          if (covers->size() != m.experts.count) throw WireError("field 'ex.c': expected one coverage per shard");
+          for (const json& c : *covers) {
+            if (!c.is_number_unsigned() || c.get<std::uint64_t>() > 1000)
+              throw WireError("field 'ex.c': expected per-mille coverages 0..1000");
+            m.experts.covers.push_back(static_cast<std::uint16_t>(c.get<std::uint64_t>()));
+          }
+        }
+      }
       s.models.push_back(std::move(m));
     }
   }
@@ -141,7 +159,12 @@ json to_json(const NodeState& s) {
                       {"created", m.created},
                       {"entry", m.entry},
                       {"split", m.split},
-                      {"plan", m.plan}});
+                      {"plan", m.plan},
+                      {"expert_shard", m.experts.plan.empty() ? json(nullptr)
+                                                              : json{{"plan", m.experts.plan},
+                                                                     {"index", m.experts.index},
+                                                                     {"count", m.experts.count},
+                                                                     {"covers_permille", m.experts.covers}}}});
   }
   return {{"role", role_name(s.role)},
           {"api_address", s.api_address},

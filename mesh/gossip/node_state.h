@@ -24,6 +24,17 @@ struct LayerRange {
   bool operator==(const LayerRange&) const = default;
 };
 
+// A mixture-of-experts shard (docs/moe.md): the node holds the trunk plus a group of experts of
+// plan `plan` (its digest), shard `index` of `count`; covers[j] = per-mille of shard j's experts
+// this node holds (1000 for itself and for replicas), which orders failover.
+struct ExpertShard {
+  std::string plan{};
+  std::uint32_t index = 0;
+  std::uint32_t count = 0;
+  std::vector<std::uint16_t> covers{};
+  bool operator==(const ExpertShard&) const = default;
+};
+
 struct ModelInfo {
   std::string name;
   std::string file_hash;           // optional (empty: unknown)
@@ -40,6 +51,7 @@ struct ModelInfo {
   bool entry = false;
   bool split = false;
   std::string plan{};
+  ExpertShard experts{};  // experts.plan empty: every expert (not a shard)
   bool operator==(const ModelInfo&) const = default;
 };
 
@@ -81,6 +93,7 @@ inline constexpr std::size_t kMaxLayerRanges = 64;
 inline constexpr std::size_t kMaxAliases = 16;
 inline constexpr std::size_t kMaxStateString = 256;
 inline constexpr std::uint32_t kMaxLayers = 100000;
+inline constexpr std::size_t kMaxExpertShards = 1024;
 
 // The record as a msgpack-ready map, and back. from_wire throws WireError on a malformed record.
 nlohmann::json to_wire(const NodeState& s);

@@ -63,6 +63,9 @@ std::vector<RouteTarget> order_targets(std::vector<RouteTarget> targets, const s
       }
   }
   if (serving.empty()) return serving;
+  for (const auto& t : serving)
+    for (const auto& m : t.state.models)
+      if (answers_to(m, model) && !m.experts.plan.empty()) return order_shards(std::move(serving), model, session_key, opt);
 
   struct Ranked {
     size_t index;
@@ -89,6 +92,79 @@ std::vector<RouteTarget> order_targets(std::vector<RouteTarget> targets, const s
   std::sort(rest, ranked.end(), [&](const Ranked& a, const Ranked& b) {
     if (a.over != b.over) return !a.over;
     if (a.score != b.score) return a.score < b.score;
+    if (a.weight != b.weight) return a.weight > b.weight;
+    return serving[a.index].id < serving[b.index].id;
+  });
+  std::vector<RouteTarget> out;
+  out.reserve(ranked.size());
+  for (const auto& r : ranked) out.push_back(std::move(serving[r.index]));
+  return out;
+}
+
+uint32_t home_shard(const std::string& session_key, const std::string& plan, uint32_t count) {
+  uint32_t best = 0;
+  uint64_t best_w = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    // The shard (plan digest and index) is the rendezvous item, in place of a node id.
+    const uint64_t w = rendezvous_weight(session_key + "|" + plan + "#" + std::to_string(i), NodeId{});
+    if (i == 0 || w > best_w) {
+      best = i;
+      best_w = w;
+    }
+  }
+  return best;
+}
+
+std::vector<RouteTarget> order_shards(std::vector<RouteTarget> serving, const std::string& model,
+                                      const std::string& session_key, const MeshRouterOptions& opt) {
+  auto info = [&](const RouteTarget& t) -> const gossip::ModelInfo* {
+    for (const auto& m : t.state.models)
+      if (answers_to(m, model) && serves_whole(m)) return &m;
+    return nullptr;
+  };
+  // The plan most nodes follow (ties: the smaller digest).
+  std::map<std::string, std::pair<int, uint32_t>> plans;  // digest -> (nodes, shard count)
+  for (const auto& t : serving)
+    if (const auto* m = info(t); m && !m->experts.plan.empty()) {
+      auto& p = plans[m->experts.plan];
+      ++p.first;
+      p.second = std::max(p.second, m->experts.count);
+    }
+  std::string plan;
+  uint32_t count = 0;
+  int most = 0;
+  for (const auto& [digest, p] : plans)
+    if (p.first > most) {
+      most = p.first;
+      plan = digest;
+      count = p.second;
+    }
+  const uint32_t home = count > 0 ? home_shard(session_key, plan, count) : 0;
+  struct Ranked {
+    size_t index;
+    bool over;
+    int klass;      // 0 home shard, 1 whole model, 2 other shard of the plan, 3 another plan
+    int covers;     // per-mille of the home shard's experts held
+    uint64_t weight;  // rendezvous weight of (session, node): the same order from every entry
+  };
+  std::vector<Ranked> ranked;
+  for (size_t i = 0; i < serving.size(); ++i) {
+    const auto& t = serving[i];
+    const auto* m = info(t);
+    Ranked r{i, overloaded(t.state.load, opt), 3, 0, rendezvous_weight(session_key, t.id)};
+    if (m && m->experts.plan.empty()) {
+      r.klass = 1;
+      r.covers = 1000;
+    } else if (m && m->experts.plan == plan) {
+      r.klass = m->experts.index == home ? 0 : 2;
+      r.covers = m->experts.index == home ? 1000 : home < m->experts.covers.size() ? m->experts.covers[home] : 0;
+    }
+    ranked.push_back(r);
+  }
+  std::sort(ranked.begin(), ranked.end(), [&](const Ranked& a, const Ranked& b) {
+    if (a.over != b.over) return !a.over;
+    if (a.klass != b.klass) return a.klass < b.klass;
+    if (a.covers != b.covers) return a.covers > b.covers;
     if (a.weight != b.weight) return a.weight > b.weight;
     return serving[a.index].id < serving[b.index].id;
   });
@@ -137,15 +213,41 @@ MeshRouter::MeshRouter(Transport& transport, Snapshot snapshot, MeshRouterOption
 
 std::vector<api::RemoteModel> MeshRouter::models() { return routing::mesh_models(snapshot_(), transport_.id()); }
 
+std::shared_ptr<api::Upstream> MeshRouter::upstream_to(const RouteTarget& t) {
+  std::string where = t.state.api_address.empty() ? t.state.mesh_address : t.state.api_address;
+  std::string describe = where.empty() ? fmt::format("node {}", t.id.short_hex())
+                                       : fmt::format("node {} at {}", t.id.short_hex(), where);
+  return std::make_shared<StreamUpstream>(transport_, t.id, std::move(describe), opt_.upstream);
+}
+
 std::vector<std::shared_ptr<api::Upstream>> MeshRouter::candidates(const std::string& model,
                                                                    const std::string& session_key) {
   std::vector<std::shared_ptr<api::Upstream>> out;
-  for (auto& t : routing::order_targets(snapshot_(), model, session_key, opt_, transport_.id())) {
-    std::string where = t.state.api_address.empty() ? t.state.mesh_address : t.state.api_address;
-    std::string describe = where.empty() ? fmt::format("node {}", t.id.short_hex())
-                                         : fmt::format("node {} at {}", t.id.short_hex(), where);
-    out.push_back(std::make_shared<StreamUpstream>(transport_, t.id, std::move(describe), opt_.upstream));
+  for (auto& t : routing::order_targets(snapshot_(), model, session_key, opt_, transport_.id()))
+    out.push_back(upstream_to(t));
+  return out;
+}
+
+std::vector<std::shared_ptr<api::Upstream>> MeshRouter::shard_candidates(const std::string& model,
+                                                                         const std::string& session_key) {
+  if (!self_) return {nullptr};
+  std::vector<RouteTarget> targets = snapshot_();
+  const NodeId me = transport_.id();
+  std::erase_if(targets, [&](const RouteTarget& t) { return t.id == me; });
+  RouteTarget self{me, self_(), std::chrono::microseconds(0)};
+  self.state.role = gossip::Role::server;
+  targets.push_back(std::move(self));
+  std::vector<std::shared_ptr<api::Upstream>> out;
+  bool has_self = false;
+  for (auto& t : routing::order_targets(std::move(targets), model, session_key, opt_)) {
+    if (t.id == me) {
+      out.push_back(nullptr);
+      has_self = true;
+    } else {
+      out.push_back(upstream_to(t));
+    }
   }
+  if (!has_self) out.push_back(nullptr);  // never lose a request: this node answers last
   return out;
 }
 

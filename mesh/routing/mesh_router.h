@@ -56,6 +56,17 @@ uint64_t rendezvous_weight(const std::string& key, const NodeId& node);
 std::vector<RouteTarget> order_targets(std::vector<RouteTarget> targets, const std::string& model,
                                        const std::string& session_key, const MeshRouterOptions& opt,
                                        const std::optional<NodeId>& self = std::nullopt);
+// Mixture-of-experts shards (docs/moe.md, "Sessions and failover"): among `serving` (all serve
+// `model`, some as expert shards), the session's home shard of the plan most nodes follow, chosen
+// by rendezvous hashing of (session key, plan, shard index) so it does not move as nodes come
+// and go; then, best first: the nodes holding the home shard (replicas), nodes with the whole
+// model, the other shards by how much of the home shard's experts they hold, shards of other
+// plans; nodes not overloaded before overloaded; ties by the rendezvous weight of (session key,
+// node), so every entry node computes the same order for a session.
+std::vector<RouteTarget> order_shards(std::vector<RouteTarget> serving, const std::string& model,
+                                      const std::string& session_key, const MeshRouterOptions& opt);
+// The home shard index of a session for a plan of `count` shards.
+uint32_t home_shard(const std::string& session_key, const std::string& plan, uint32_t count);
 // Models served whole by the targets (names and aliases), deduplicated, sorted by name; nodes =
 // how many targets serve each, context_length = the smallest advertised (0: none), created =
 // the earliest advertised.
@@ -75,10 +86,18 @@ class MeshRouter : public api::ModelRouter {
   // included (the API server answers for its own model). Empty: nobody serves it.
   std::vector<std::shared_ptr<api::Upstream>> candidates(const std::string& model,
                                                          const std::string& session_key) override;
+  // This node serves `model` as an expert shard: every node serving it, this one included
+  // (as nullptr), in order_shards() order.
+  std::vector<std::shared_ptr<api::Upstream>> shard_candidates(const std::string& model,
+                                                               const std::string& session_key) override;
+  // This node's own record (for shard_candidates); thread-safe and cheap like `snapshot`.
+  void set_self(std::function<gossip::NodeState()> self) { self_ = std::move(self); }
 
  private:
+  std::shared_ptr<api::Upstream> upstream_to(const RouteTarget& t);
   Transport& transport_;
   Snapshot snapshot_;
+  std::function<gossip::NodeState()> self_;
   MeshRouterOptions opt_;
 };
 
