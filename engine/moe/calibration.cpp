@@ -110,10 +110,10 @@ CalibrationSet tokenize_calibration(const Tokenizer& tok, const std::vector<std:
     std::vector<int32_t> ids = tok.encode(text, /*add_special=*/false, /*parse_special=*/false);
     const bool bos = tok.add_bos() && tok.bos() >= 0;
     const size_t body = static_cast<size_t>(max_seq_tokens - (bos ? 1 : 0));
-    for (size_t at = 0; at < ids.size() && total < max_tokens; at += body) {
+    for (size_t at = 0; at < ids.size() && total + (bos ? 1 : 0) < max_tokens; at += body) {
       std::vector<int32_t> seq;
       if (bos) seq.push_back(tok.bos());
-      const size_t n = std::min({body, ids.size() - at, static_cast<size_t>(max_tokens - total)});
+      const size_t n = std::min({body, ids.size() - at, static_cast<size_t>(max_tokens - total - (bos ? 1 : 0))});
       seq.insert(seq.end(), ids.begin() + static_cast<ptrdiff_t>(at), ids.begin() + static_cast<ptrdiff_t>(at + n));
       if (seq.size() < 2) continue;
       total += static_cast<int64_t>(seq.size());
