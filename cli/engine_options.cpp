@@ -37,29 +37,36 @@ void add_engine_options(CLI::App* sub, EngineOptions& o) {
 LoadedEngine load_engine(const EngineOptions& o, int n_seq) {
   auto t0 = std::chrono::steady_clock::now();
   LoadedEngine e;
+  // Every layer; with o.experts only those experts of each layer are read, fetched or mapped.
+  ModelOptions mo;
+  mo.experts = o.experts;
+  PackageLoadOptions po;
+  po.experts = o.experts;
   if (mesh::is_gguf_url(o.model)) {
     mesh::PackageFetchOptions fo;
     fo.cache_root = o.fetch_cache;
     fo.progress = mesh::stderr_progress();
+    fo.experts = o.experts;  // an expert shard: only the trunk and these experts' bytes travel
     mesh::FetchedGguf g = mesh::fetch_gguf_layers(o.model, {}, fo);
-    e.model = Model::load(g.path.string());
+    e.model = Model::load(g.path.string(), mo);
   } else if (mesh::is_url(o.model)) {
     mesh::PackageFetchOptions fo;
     fo.cache_root = o.fetch_cache;
     fo.progress = mesh::stderr_progress();
+    fo.experts = o.experts;  // an expert shard: only these experts' artifacts are fetched
     mesh::FetchedPackage p = mesh::fetch_package(o.model, {}, fo);
     fmt::print(stderr, "llmesh: {}: {} fetched, {} from the cache in {}\n", p.manifest.model_id,
                mesh::human_bytes(static_cast<double>(p.bytes_fetched)),
                mesh::human_bytes(static_cast<double>(p.bytes_cached)), p.dir.string());
-    e.model = load_package_model(p.dir.string(), p.manifest, {});
+    e.model = load_package_model(p.dir.string(), p.manifest, po);
     e.model_id = p.manifest.model_id;
   } else if (std::filesystem::is_directory(o.model)) {
     if (!is_package_dir(o.model))
       throw std::runtime_error(o.model + " is a directory without a manifest.json (not a layer package)");
-    e.model = load_package_model(o.model);  // every layer: the whole model
+    e.model = load_package_model(o.model, po);  // every layer: the whole model (or its expert shard)
     e.model_id = read_manifest(o.model).model_id;
   } else {
-    e.model = Model::load(o.model);
+    e.model = Model::load(o.model, mo);
   }
   const ModelConfig& c = e.model->config();
   KvCacheOptions kv;

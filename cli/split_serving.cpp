@@ -303,13 +303,17 @@ void SplitServing::offer_package() {
     log(fmt::format("llmesh: not offering {} to peers: {}", package_dir_, e.what()));
   }
   // Which layer files are here (gossiped as "on disk": peers ask this node for them).
+  // A layer of an MoE package with expert artifacts is here only with every one of its experts.
   std::vector<bool> have(static_cast<size_t>(manifest_->n_layer), false);
+  std::vector<bool> lacks_expert(static_cast<size_t>(manifest_->n_layer), false);
   for (const Artifact& a : manifest_->artifacts) {
     std::error_code ec;
-    if (a.kind == "layer" && a.layer >= 0 && a.layer < manifest_->n_layer &&
-        std::filesystem::file_size(std::filesystem::path(package_dir_) / a.path, ec) == a.bytes && !ec)
-      have[static_cast<size_t>(a.layer)] = true;
+    if ((a.kind != "layer" && a.kind != "expert") || a.layer < 0 || a.layer >= manifest_->n_layer) continue;
+    const bool present = std::filesystem::file_size(std::filesystem::path(package_dir_) / a.path, ec) == a.bytes && !ec;
+    if (a.kind == "layer" && present) have[static_cast<size_t>(a.layer)] = true;
+    if (a.kind == "expert" && !present) lacks_expert[static_cast<size_t>(a.layer)] = true;
   }
+  for (size_t i = 0; i < have.size(); ++i) have[i] = have[i] && !lacks_expert[i];
   std::vector<gossip::LayerRange> runs;
   for (int i = 0; i < manifest_->n_layer;) {
     if (!have[static_cast<size_t>(i)]) {
@@ -339,7 +343,9 @@ std::vector<mesh::NodeId> SplitServing::artifact_holders(const mesh::ArtifactRef
       if (m.name != model_id_ || static_cast<int>(m.total_layers) != n_layer()) continue;
       bool has = art->kind == "metadata" || art->kind == "embeddings";  // every node of a split model holds them
       for (const auto& r : m.on_disk) {
-        if (art->kind == "layer" && art->layer >= static_cast<int>(r.first) && art->layer < static_cast<int>(r.last)) has = true;
+        if ((art->kind == "layer" || art->kind == "expert") && art->layer >= static_cast<int>(r.first) &&
+            art->layer < static_cast<int>(r.last))
+          has = true;
         if (art->kind == "output" && static_cast<int>(r.last) == n_layer()) has = true;
       }
       if (has) found.emplace_back(v.rtt ? static_cast<double>(v.rtt->count()) : 1e12, *v.id);
@@ -355,7 +361,7 @@ uint64_t SplitServing::range_bytes(LayerRange r) const {
   if (!manifest_ || r.last <= r.first) return 0;
   uint64_t total = 0;
   for (const Artifact* a : manifest_->needed_for(r.first, r.last))
-    if (a->kind == "layer" || a->kind == "output") total += a->bytes;
+    if (a->kind == "layer" || a->kind == "expert" || a->kind == "output") total += a->bytes;
   return total;
 }
 
@@ -464,7 +470,9 @@ void SplitServing::plan_once() {
   shape.n_layer = n_layer();
   shape.layer_bytes.assign(static_cast<size_t>(n_layer()), 0);
   for (const Artifact& a : manifest_->artifacts) {
-    if (a.kind == "layer" && a.layer >= 0 && a.layer < n_layer()) shape.layer_bytes[static_cast<size_t>(a.layer)] = a.bytes;
+    // A layer of an MoE package is its layer file and its expert files.
+    if ((a.kind == "layer" || a.kind == "expert") && a.layer >= 0 && a.layer < n_layer())
+      shape.layer_bytes[static_cast<size_t>(a.layer)] += a.bytes;
     if (a.kind == "output") shape.output_bytes += a.bytes;
   }
   const ModelConfig& c = entry_model_->config();

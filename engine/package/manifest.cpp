@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
+#include <map>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -101,10 +103,37 @@ bool is_safe_relative_path(std::string_view path) {
 }
 
 std::vector<const Artifact*> PackageManifest::needed_for(int first, int last) const {
+  return needed_for(first, last, {});
+}
+
+std::vector<const Artifact*> PackageManifest::needed_for(int first, int last,
+                                                         const std::vector<std::vector<int>>& experts) const {
   if (last < 0) last = n_layer;
   if (first < 0 || (first >= last && !(first == 0 && last == 0)) || last > n_layer)
     throw std::invalid_argument(fmt::format("layer range [{}, {}) is invalid for a package with {} layers",
                                             first, last, n_layer));
+  if (!experts.empty()) {
+    if (static_cast<int>(experts.size()) != n_layer)
+      throw std::invalid_argument(fmt::format("an expert shard lists experts for {} layers; the package has {}",
+                                              experts.size(), n_layer));
+    for (int il = first; il < last; ++il) {
+      if (experts[il].empty())
+        throw std::invalid_argument(fmt::format("an expert shard must hold at least one expert of layer {}", il));
+      std::set<int> seen;
+      for (int e : experts[il]) {
+        if (e < 0 || (n_expert > 0 && e >= n_expert))
+          throw std::invalid_argument(fmt::format("expert {} of layer {} does not exist (the package has {} experts)",
+                                                  e, il, n_expert));
+        if (!seen.insert(e).second)
+          throw std::invalid_argument(fmt::format("expert {} of layer {} is listed twice", e, il));
+      }
+    }
+  }
+  // (layer, expert) -> artifact, built once: a big MoE package has thousands of experts.
+  std::map<std::pair<int, int>, const Artifact*> by_expert;
+  if (n_expert > 0)
+    for (const Artifact& a : artifacts)
+      if (a.kind == "expert") by_expert.emplace(std::make_pair(a.layer, a.expert), &a);
   std::vector<const Artifact*> out;
   auto need = [&](const char* kind, int layer) {
     const Artifact* a = find(kind, layer);
@@ -114,14 +143,32 @@ std::vector<const Artifact*> PackageManifest::needed_for(int first, int last) co
   };
   need("metadata", -1);
   if (first == 0 || (last == n_layer && tied_embeddings)) need("embeddings", -1);
-  for (int il = first; il < last; ++il) need("layer", il);
+  for (int il = first; il < last; ++il) {
+    need("layer", il);
+    if (n_expert == 0) continue;
+    std::vector<int> held;
+    if (experts.empty()) {
+      for (int e = 0; e < n_expert; ++e) held.push_back(e);
+    } else {
+      held = experts[il];
+      std::sort(held.begin(), held.end());
+    }
+    for (int e : held) {
+      auto it = by_expert.find({il, e});
+      if (it == by_expert.end())
+        throw std::invalid_argument(fmt::format("package manifest has no expert artifact for expert {} of layer {}", e, il));
+      out.push_back(it->second);
+    }
+  }
   if (last == n_layer) need("output", -1);
   return out;
 }
 
-const Artifact* PackageManifest::find(std::string_view kind, int layer) const {
+const Artifact* PackageManifest::find(std::string_view kind, int layer, int expert) const {
   for (const Artifact& a : artifacts)
-    if (a.kind == kind && (kind != "layer" || a.layer == layer)) return &a;
+    if (a.kind == kind && (kind != "layer" || a.layer == layer) &&
+        (kind != "expert" || (a.layer == layer && a.expert == expert)))
+      return &a;
   return nullptr;
 }
 
@@ -139,7 +186,7 @@ PackageManifest parse_manifest(std::string_view text) {
   if (j.is_discarded()) throw std::runtime_error("package manifest: not valid JSON");
   if (!j.is_object()) throw std::runtime_error("package manifest: not a JSON object");
   only_keys(j, {"format_version", "model_id", "architecture", "n_layer", "n_embd", "n_vocab",
-                "tied_embeddings", "source_sha256", "source_bytes", "artifacts"}, "");
+                "tied_embeddings", "source_sha256", "source_bytes", "n_expert", "artifacts"}, "");
   PackageManifest m;
   m.format_version = static_cast<int>(int_field(j, "format_version", 0, 1 << 20));
   if (m.format_version != 1)
@@ -158,14 +205,26 @@ PackageManifest parse_manifest(std::string_view text) {
   m.source_sha256 = string_field(j, "source_sha256", 64);
   if (!is_hex64(m.source_sha256)) bad("source_sha256", "must be 64 lowercase hex digits");
   m.source_bytes = uint_field(j, "source_bytes", 1, package_limits::kMaxArtifactBytes);
+  // Optional (additive within format 1): packages without expert artifacts leave it out.
+  if (j.contains("n_expert"))
+    m.n_expert = static_cast<int>(int_field(j, "n_expert", 1, package_limits::kMaxExperts));
 
   const Json& arts = member(j, "artifacts", "");
   if (!arts.is_array()) bad("artifacts", fmt::format("must be an array, got {}", arts.type_name()));
-  const size_t want = static_cast<size_t>(m.n_layer) + 3;
+  if (m.n_expert == 0)
+    for (size_t k = 0; k < arts.size(); ++k)
+      if (arts[k].is_object() && arts[k].contains("kind") && arts[k]["kind"] == "expert")
+        bad(fmt::format("artifacts[{}].kind", k), "'expert' needs the manifest's n_expert");
+  const size_t n_experts = static_cast<size_t>(m.n_layer) * static_cast<size_t>(m.n_expert);
+  const size_t want = static_cast<size_t>(m.n_layer) + 3 + n_experts;
   if (arts.size() != want)
-    bad("artifacts", fmt::format("has {} entries, expected {} (metadata, embeddings, output and {} layers)",
-                                 arts.size(), want, m.n_layer));
+    bad("artifacts", m.n_expert > 0
+                         ? fmt::format("has {} entries, expected {} (metadata, embeddings, output, {} layers and "
+                                       "{} experts of each)", arts.size(), want, m.n_layer, m.n_expert)
+                         : fmt::format("has {} entries, expected {} (metadata, embeddings, output and {} layers)",
+                                       arts.size(), want, m.n_layer));
   std::vector<bool> seen_layer(m.n_layer, false);
+  std::vector<bool> seen_expert(n_experts, false);
   std::set<std::string> seen_kind, seen_path;
   for (size_t k = 0; k < arts.size(); ++k) {
     const std::string where = fmt::format("artifacts[{}].", k);
@@ -178,11 +237,20 @@ PackageManifest parse_manifest(std::string_view text) {
       art.layer = static_cast<int>(int_field(a, "layer", 0, m.n_layer - 1, where));
       if (seen_layer[art.layer]) bad(where + "layer", fmt::format("= {} appears more than once", art.layer));
       seen_layer[art.layer] = true;
+    } else if (art.kind == "expert") {
+      if (m.n_expert == 0) bad(where + "kind", "'expert' needs the manifest's n_expert");
+      only_keys(a, {"kind", "layer", "expert", "path", "bytes", "sha256"}, where);
+      art.layer = static_cast<int>(int_field(a, "layer", 0, m.n_layer - 1, where));
+      art.expert = static_cast<int>(int_field(a, "expert", 0, m.n_expert - 1, where));
+      const size_t k = static_cast<size_t>(art.layer) * static_cast<size_t>(m.n_expert) + static_cast<size_t>(art.expert);
+      if (seen_expert[k])
+        bad(where + "expert", fmt::format("= {} of layer {} appears more than once", art.expert, art.layer));
+      seen_expert[k] = true;
     } else if (art.kind == "metadata" || art.kind == "embeddings" || art.kind == "output") {
       only_keys(a, {"kind", "path", "bytes", "sha256"}, where);
       if (!seen_kind.insert(art.kind).second) bad(where + "kind", fmt::format("'{}' appears more than once", art.kind));
     } else {
-      bad(where + "kind", fmt::format("'{}' is not one of metadata, embeddings, output, layer", art.kind));
+      bad(where + "kind", fmt::format("'{}' is not one of metadata, embeddings, output, layer, expert", art.kind));
     }
     art.path = string_field(a, "path", package_limits::kMaxPathBytes, where);
     if (!is_safe_relative_path(art.path))
@@ -195,9 +263,13 @@ PackageManifest parse_manifest(std::string_view text) {
     if (!is_hex64(art.sha256)) bad(where + "sha256", "must be 64 lowercase hex digits");
     m.artifacts.push_back(std::move(art));
   }
-  // With the count fixed at n_layer + 3, unique kinds and unique layers, every piece is present.
+  // With the count fixed at n_layer + 3 (+ n_layer * n_expert), unique kinds, unique layers and
+  // unique (layer, expert) pairs, every piece is present.
   for (int il = 0; il < m.n_layer; ++il)
     if (!seen_layer[il]) bad("artifacts", fmt::format("has no artifact for layer {}", il));
+  for (size_t k = 0; k < n_experts; ++k)
+    if (!seen_expert[k])
+      bad("artifacts", fmt::format("has no artifact for expert {} of layer {}", k % m.n_expert, k / m.n_expert));
   for (const char* kind : {"metadata", "embeddings", "output"})
     if (!seen_kind.count(kind)) bad("artifacts", fmt::format("has no {} artifact", kind));
   return m;
@@ -214,11 +286,13 @@ std::string to_json(const PackageManifest& m) {
   j["tied_embeddings"] = m.tied_embeddings;
   j["source_sha256"] = m.source_sha256;
   j["source_bytes"] = m.source_bytes;
+  if (m.n_expert > 0) j["n_expert"] = m.n_expert;
   OJson arts = OJson::array();
   for (const Artifact& a : m.artifacts) {
     OJson x;
     x["kind"] = a.kind;
-    if (a.kind == "layer") x["layer"] = a.layer;
+    if (a.kind == "layer" || a.kind == "expert") x["layer"] = a.layer;
+    if (a.kind == "expert") x["expert"] = a.expert;
     x["path"] = a.path;
     x["bytes"] = a.bytes;
     x["sha256"] = a.sha256;

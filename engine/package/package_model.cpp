@@ -8,6 +8,27 @@
 
 namespace llmesh {
 namespace fs = std::filesystem;
+namespace {
+
+// What follows "blk.N." in an expert weight: ffn_{gate,up,down}_exps.weight (merged) or
+// ffn_{gate,up,down}.E.weight (one expert). In a package with expert artifacts these belong to
+// the expert files only.
+bool is_expert_tensor(std::string_view rest) {
+  for (std::string_view w : {"ffn_gate", "ffn_up", "ffn_down"}) {
+    if (!rest.starts_with(w)) continue;
+    std::string_view r = rest.substr(w.size());
+    if (r == "_exps.weight") return true;
+    if (r.size() > 8 && r.front() == '.' && r.ends_with(".weight")) {
+      std::string_view num = r.substr(1, r.size() - 8);
+      bool digits = !num.empty();
+      for (char c : num) digits = digits && c >= '0' && c <= '9';
+      if (digits) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
 
 std::unique_ptr<Model> load_package_model(const std::string& dir, const PackageLoadOptions& opt) {
   return load_package_model(dir, read_manifest(dir), opt);
@@ -22,7 +43,7 @@ std::unique_ptr<Model> load_package_model(const std::string& dir, const PackageM
   const int last = opt.layers.last < 0 ? man.n_layer : opt.layers.last;
   std::vector<const Artifact*> needed;
   try {
-    needed = man.needed_for(first, last);
+    needed = man.needed_for(first, last, opt.experts);
   } catch (const std::invalid_argument& e) {
     throw fail(e.what());
   }
@@ -33,7 +54,10 @@ std::unique_ptr<Model> load_package_model(const std::string& dir, const PackageM
     std::error_code ec;
     auto st = fs::symlink_status(path, ec);
     if (ec || !fs::exists(st))
-      throw fail(fmt::format("artifact {} is missing (needed for layers [{}, {}))", a->path, first, last));
+      throw fail(a->kind == "expert"
+                     ? fmt::format("artifact {} is missing (expert {} of layer {}, needed for layers [{}, {}))",
+                                   a->path, a->expert, a->layer, first, last)
+                     : fmt::format("artifact {} is missing (needed for layers [{}, {}))", a->path, first, last));
     if (!fs::is_regular_file(st)) throw fail(fmt::format("artifact {} is not a regular file", a->path));
     uint64_t size = fs::file_size(path, ec);
     if (ec || size != a->bytes)
@@ -58,7 +82,13 @@ std::unique_ptr<Model> load_package_model(const std::string& dir, const PackageM
     // A file holds only its own tensors, so no artifact can stand in for another's weights.
     for (const GgufTensor& t : f->tensors()) {
       bool ok;
-      if (a->kind == "layer") ok = t.name.starts_with(fmt::format("blk.{}.", a->layer));
+      if (a->kind == "layer")
+        ok = t.name.starts_with(fmt::format("blk.{}.", a->layer)) &&
+             !(man.n_expert > 0 && is_expert_tensor(t.name.substr(fmt::format("blk.{}.", a->layer).size())));
+      else if (a->kind == "expert")
+        ok = t.name == fmt::format("blk.{}.ffn_gate.{}.weight", a->layer, a->expert) ||
+             t.name == fmt::format("blk.{}.ffn_up.{}.weight", a->layer, a->expert) ||
+             t.name == fmt::format("blk.{}.ffn_down.{}.weight", a->layer, a->expert);
       else if (a->kind == "embeddings") ok = t.name.starts_with("token_embd.");
       else if (a->kind == "output") ok = t.name.starts_with("output.") || t.name.starts_with("output_norm.");
       else ok = !t.name.starts_with("blk.") && !t.name.starts_with("token_embd.") &&
@@ -71,6 +101,7 @@ std::unique_ptr<Model> load_package_model(const std::string& dir, const PackageM
 
   ModelOptions mo;
   mo.layers = {first, last};
+  mo.experts = opt.experts;
   std::unique_ptr<Model> model;
   try {
     model = Model::load(std::move(parts), mo);
@@ -78,6 +109,9 @@ std::unique_ptr<Model> load_package_model(const std::string& dir, const PackageM
     throw fail(e.what());
   }
   const ModelConfig& c = model->config();
+  if (man.n_expert > 0 && c.n_expert != man.n_expert)
+    throw fail(fmt::format("metadata.gguf describes {} experts per layer; the manifest says {}", c.n_expert,
+                           man.n_expert));
   if (c.arch_name != man.architecture || c.n_layer != man.n_layer || c.n_embd != man.n_embd ||
       c.n_vocab != man.n_vocab)
     throw fail(fmt::format("metadata.gguf describes {} with {} layers, {} embedding, {} vocabulary; the "

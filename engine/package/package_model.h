@@ -4,6 +4,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/model.h"
 #include "package/manifest.h"
@@ -13,6 +14,10 @@ namespace llmesh {
 struct PackageLoadOptions {
   LayerRange layers;            // last = -1: through the last layer
   bool verify_sha256 = false;   // hash every needed file (reads it all) before use
+  // A mixture-of-experts shard (docs/moe.md): per absolute layer, the experts to load (as
+  // ModelOptions::experts). Empty: every expert. Only these experts' artifacts are needed,
+  // checked and mapped (needed_for(first, last, experts)).
+  std::vector<std::vector<int>> experts = {};
 };
 
 // Throws std::runtime_error naming the package directory and the artifact file that is missing,

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -34,6 +35,35 @@ int block_index(std::string_view name) {
 }
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+// The part of an expert tensor name after "blk.N.": "ffn_gate_exps.weight" (merged, all
+// experts) -> which = "gate", expert = -1; "ffn_gate.3.weight" (one expert) -> "gate", 3.
+// False for any other tensor of the layer.
+bool expert_tensor(std::string_view rest, std::string& which, int& expert) {
+  for (const char* w : {"gate", "up", "down"}) {
+    const std::string merged = fmt::format("ffn_{}_exps.weight", w);
+    if (rest == merged) {
+      which = w;
+      expert = -1;
+      return true;
+    }
+    const std::string pre = fmt::format("ffn_{}.", w);
+    if (!starts_with(rest, pre) || !rest.ends_with(".weight")) continue;
+    std::string_view num = rest.substr(pre.size(), rest.size() - pre.size() - 7);
+    if (num.empty() || num.size() > 6) continue;
+    int v = 0;
+    bool digits = true;
+    for (char c : num) {
+      if (c < '0' || c > '9') digits = false;
+      else v = v * 10 + (c - '0');
+    }
+    if (!digits) continue;
+    which = w;
+    expert = v;
+    return true;
+  }
+  return false;
+}
 
 void write_file_atomic(const fs::path& path, const std::string& text) {
   const std::string tmp = path.string() + ".tmp";
@@ -88,15 +118,55 @@ PackageManifest write_package(const std::string& gguf_path, const std::string& o
   m.source_sha256 = sha256_hex(src->base(), src->file_size());
   m.source_bytes = src->file_size();
 
-  // Every tensor of the source goes to exactly one file.
+  // Every tensor of the source goes to exactly one file. A mixture-of-experts model's expert
+  // weights go to one file per (layer, expert): layers/blk.N.expert.E.gguf, holding the 2-D
+  // tensors blk.N.ffn_{gate,up,down}.E.weight (a merged [cols, rows, n_expert] tensor is cut
+  // into its n_expert contiguous slices; per-expert tensors are copied as they are).
+  struct ExpertPiece {
+    std::string name;    // blk.N.ffn_gate.E.weight
+    const GgufTensor* t;
+    uint64_t offset;     // within t's data
+    uint64_t nbytes;
+    int64_t ne0, ne1;
+  };
+  const bool moe = cfg.is_moe();
+  if (moe && cfg.n_expert > package_limits::kMaxExperts)
+    throw std::runtime_error(fmt::format("{}: {} experts exceed the package limit of {}", gguf_path, cfg.n_expert,
+                                         package_limits::kMaxExperts));
   std::vector<const GgufTensor*> global, embeddings, output;
   std::vector<std::vector<const GgufTensor*>> layers(cfg.n_layer);
+  std::vector<std::vector<std::vector<ExpertPiece>>> experts(
+      moe ? cfg.n_layer : 0, std::vector<std::vector<ExpertPiece>>(moe ? cfg.n_expert : 0));
   for (const GgufTensor& t : src->tensors()) {
     int il = block_index(t.name);
     if (il >= 0) {
       if (il >= cfg.n_layer)
         throw std::runtime_error(fmt::format("{}: tensor '{}' belongs to layer {} but the model has {} layers",
                                              gguf_path, t.name, il, cfg.n_layer));
+      std::string which;
+      int e = -1;
+      const std::string_view rest = std::string_view(t.name).substr(t.name.find('.', 4) + 1);
+      if (moe && expert_tensor(rest, which, e)) {
+        const std::string prefix = fmt::format("blk.{}.ffn_{}.", il, which);
+        if (e < 0) {  // merged: [cols, rows, n_expert], expert e = the e-th contiguous slice
+          if (t.n_dims != 3 || t.ne[2] != cfg.n_expert || t.nbytes % static_cast<uint64_t>(cfg.n_expert) != 0)
+            throw std::runtime_error(fmt::format("{}: tensor '{}' has shape {}, expected [cols, rows, {}]", gguf_path,
+                                                 t.name, t.shape_string(), cfg.n_expert));
+          const uint64_t slice = t.nbytes / static_cast<uint64_t>(cfg.n_expert);
+          for (int x = 0; x < cfg.n_expert; ++x)
+            experts[il][x].push_back({fmt::format("{}{}.weight", prefix, x), &t, slice * static_cast<uint64_t>(x),
+                                      slice, t.ne[0], t.ne[1]});
+        } else {
+          if (e >= cfg.n_expert)
+            throw std::runtime_error(fmt::format("{}: tensor '{}' names expert {}, but the model has {} experts",
+                                                 gguf_path, t.name, e, cfg.n_expert));
+          if (t.n_dims != 2)
+            throw std::runtime_error(fmt::format("{}: tensor '{}' has shape {}, expected 2 dimensions", gguf_path,
+                                                 t.name, t.shape_string()));
+          experts[il][e].push_back({t.name, &t, 0, t.nbytes, t.ne[0], t.ne[1]});
+        }
+        continue;
+      }
       layers[il].push_back(&t);
     } else if (starts_with(t.name, "token_embd.")) {
       embeddings.push_back(&t);
@@ -119,9 +189,31 @@ PackageManifest write_package(const std::string& gguf_path, const std::string& o
   if (auto v = src->find(arch_key); v && (!v->is_integer() || v->u != static_cast<uint64_t>(cfg.n_vocab)))
     throw std::runtime_error(fmt::format("{}: {} disagrees with token_embd.weight ({} rows)", gguf_path,
                                          arch_key, cfg.n_vocab));
-  const int total = cfg.n_layer + 3;
+  // Experts go to files of their own only when every expert of every layer has all three
+  // matrices; anything else (a model this writer cannot cut cleanly) is refused rather than
+  // packaged half split.
+  bool split_experts = false;
+  if (moe) {
+    size_t pieces = 0;
+    for (const auto& l : experts)
+      for (const auto& x : l) pieces += x.size();
+    if (pieces > 0) {
+      for (int il = 0; il < cfg.n_layer; ++il)
+        for (int x = 0; x < cfg.n_expert; ++x) {
+          auto& v = experts[il][x];
+          std::sort(v.begin(), v.end(), [](const ExpertPiece& a, const ExpertPiece& b) { return a.name < b.name; });
+          if (v.size() != 3 || v[0].name == v[1].name || v[1].name == v[2].name)
+            throw std::runtime_error(fmt::format("{}: expert {} of layer {} has {} of its 3 matrices (gate, up, down)",
+                                                 gguf_path, x, il, v.size()));
+        }
+      split_experts = true;
+    }
+  }
+  m.n_expert = split_experts ? cfg.n_expert : 0;
+
+  const int total = cfg.n_layer + 3 + cfg.n_layer * m.n_expert;
   auto emit = [&](const std::string& kind, int layer, const std::string& rel,
-                  const std::vector<const GgufTensor*>& tensors) {
+                  const std::vector<const GgufTensor*>& tensors, int expert = -1) {
     GgufWriter w;
     if (kind == "metadata") {
       w.copy_metadata(*src);
@@ -132,13 +224,20 @@ PackageManifest write_package(const std::string& gguf_path, const std::string& o
       w.set_string("general.architecture", cfg.arch_name);
       w.set_string("llmesh.package.kind", kind);
       if (layer >= 0) w.set_u32("llmesh.package.layer", static_cast<uint32_t>(layer));
+      if (expert >= 0) w.set_u32("llmesh.package.expert", static_cast<uint32_t>(expert));
     }
     for (const GgufTensor* t : tensors) w.add_tensor(*t);
+    if (expert >= 0)
+      for (const ExpertPiece& p : experts[layer][expert]) {
+        const int64_t shape[2] = {p.ne0, p.ne1};
+        w.add_tensor(p.name, p.t->type, shape, p.t->data + p.offset, p.nbytes);
+      }
     const fs::path path = dir / rel;
     w.write(path.string());
     Artifact a;
     a.kind = kind;
     a.layer = layer;
+    a.expert = expert;
     a.path = rel;
     a.bytes = fs::file_size(path);
     a.sha256 = sha256_file(path.string());
@@ -154,7 +253,11 @@ PackageManifest write_package(const std::string& gguf_path, const std::string& o
   m.artifacts.reserve(total);
   emit("metadata", -1, "metadata.gguf", global);
   emit("embeddings", -1, "embeddings.gguf", embeddings);
-  for (int il = 0; il < cfg.n_layer; ++il) emit("layer", il, fmt::format("layers/blk.{}.gguf", il), layers[il]);
+  for (int il = 0; il < cfg.n_layer; ++il) {
+    emit("layer", il, fmt::format("layers/blk.{}.gguf", il), layers[il]);
+    for (int x = 0; x < m.n_expert; ++x)
+      emit("expert", il, fmt::format("layers/blk.{}.expert.{}.gguf", il, x), {}, x);
+  }
   emit("output", -1, "output.gguf", output);
 
   // Check what we wrote reads back, then publish it.

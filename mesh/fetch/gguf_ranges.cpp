@@ -150,14 +150,70 @@ bool is_gguf_url(const std::string& spec) {
   return p.size() > 5 && p.compare(p.size() - 5, 5, ".gguf") == 0;
 }
 
-std::vector<Interval> gguf_ranges_for_layers(const GgufFile& header, LayerRange layers) {
+namespace {
+
+// What follows "blk.N." in an expert weight: "ffn_gate_exps.weight" (merged: *expert = -1) or
+// "ffn_gate.E.weight" (*expert = E).
+bool expert_tensor(std::string_view rest, int* expert) {
+  for (std::string_view w : {"ffn_gate", "ffn_up", "ffn_down"}) {
+    if (!rest.starts_with(w)) continue;
+    std::string_view r = rest.substr(w.size());
+    if (r == "_exps.weight") {
+      *expert = -1;
+      return true;
+    }
+    if (r.size() > 8 && r.size() < 8 + 7 && r.front() == '.' && r.ends_with(".weight")) {
+      std::string_view num = r.substr(1, r.size() - 8);
+      int v = 0;
+      bool digits = !num.empty();
+      for (char c : num) {
+        digits = digits && c >= '0' && c <= '9';
+        v = v * 10 + (c - '0');
+      }
+      if (digits) {
+        *expert = v;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<Interval> gguf_ranges_for_layers(const GgufFile& header, LayerRange layers,
+                                             const std::vector<std::vector<int>>& experts) {
   const std::string arch = header.get_string("general.architecture");
   const int n_layer = static_cast<int>(header.get_uint(arch + ".block_count"));
   const int first = layers.first, last = layers.last < 0 ? n_layer : layers.last;
   if (first < 0 || (first >= last && !(first == 0 && last == 0)) || last > n_layer)
     throw std::invalid_argument(fmt::format("layer range [{}, {}) is invalid for a model with {} layers", first, last, n_layer));
+  // An expert shard: which experts of each layer of the range are held.
+  std::vector<std::vector<uint8_t>> held;
+  if (!experts.empty()) {
+    const int n_expert = static_cast<int>(header.opt_uint(arch + ".expert_count").value_or(0));
+    if (n_expert <= 0)
+      throw std::invalid_argument("an expert shard was asked for, but the model has no experts");
+    if (static_cast<int>(experts.size()) != n_layer)
+      throw std::invalid_argument(fmt::format("an expert shard lists experts for {} layers; the model has {}",
+                                              experts.size(), n_layer));
+    held.assign(n_layer, std::vector<uint8_t>(n_expert, 0));
+    for (int il = first; il < last; ++il) {
+      if (experts[il].empty())
+        throw std::invalid_argument(fmt::format("an expert shard must hold at least one expert of layer {}", il));
+      for (int e : experts[il]) {
+        if (e < 0 || e >= n_expert)
+          throw std::invalid_argument(fmt::format("expert {} of layer {} does not exist (the model has {} experts)",
+                                                  e, il, n_expert));
+        if (held[il][e]) throw std::invalid_argument(fmt::format("expert {} of layer {} is listed twice", e, il));
+        held[il][e] = 1;
+      }
+    }
+  }
   const bool tied = header.find_tensor("output.weight") == nullptr;
   std::vector<Interval> want;
+  std::vector<Interval> skip;  // bytes of experts not held: never fetched, not even across a gap
+  const uint64_t base = header.data_offset();
   for (const auto& t : header.tensors()) {
     const int l = layer_of(t.name);
     bool need;
@@ -169,17 +225,52 @@ std::vector<Interval> gguf_ranges_for_layers(const GgufFile& header, LayerRange 
       need = last == n_layer;
     else
       need = true;  // small global tensors (rope_freqs...)
-    if (need && t.nbytes > 0) want.emplace_back(header.data_offset() + t.offset, header.data_offset() + t.offset + t.nbytes);
+    if (!need || t.nbytes == 0) continue;
+    const uint64_t begin = base + t.offset;
+    int e = -1;
+    if (!held.empty() && expert_tensor(std::string_view(t.name).substr(t.name.find('.', 4) + 1), &e)) {
+      const int n_expert = static_cast<int>(held[l].size());
+      if (e < 0) {
+        // Merged [cols, rows, n_expert]: expert x is the contiguous slice [x*S, (x+1)*S).
+        if (t.n_dims != 3 || t.ne[2] != n_expert || t.nbytes % static_cast<uint64_t>(n_expert) != 0)
+          throw std::invalid_argument(fmt::format("tensor '{}' has shape {}, expected [cols, rows, {}]", t.name,
+                                                  t.shape_string(), n_expert));
+        const uint64_t slice = t.nbytes / static_cast<uint64_t>(n_expert);
+        for (int x = 0; x < n_expert; ++x) {
+          const Interval r{begin + slice * static_cast<uint64_t>(x), begin + slice * static_cast<uint64_t>(x + 1)};
+          (held[l][x] ? want : skip).push_back(r);
+        }
+      } else {
+        (e < n_expert && held[l][e] ? want : skip).emplace_back(begin, begin + t.nbytes);
+      }
+      continue;
+    }
+    want.emplace_back(begin, begin + t.nbytes);
   }
   std::sort(want.begin(), want.end());
+  std::sort(skip.begin(), skip.end());
+  // Does [a, b) touch bytes of an expert not held?
+  auto skips = [&](uint64_t a, uint64_t b) {
+    auto it = std::lower_bound(skip.begin(), skip.end(), Interval{a, 0},
+                               [](const Interval& x, const Interval& y) { return x.second <= y.first; });
+    return it != skip.end() && it->first < b;
+  };
   std::vector<Interval> merged;
   for (const auto& w : want) {
-    if (!merged.empty() && w.first <= merged.back().second + kMergeGap)
+    if (!merged.empty() && w.first <= merged.back().second + kMergeGap &&
+        (w.first <= merged.back().second || !skips(merged.back().second, w.first)))
       merged.back().second = std::max(merged.back().second, w.second);
     else
       merged.push_back(w);
   }
   return merged;
+}
+
+FetchedGguf fetch_gguf_layers(const std::string& url, LayerRange layers,
+                              const std::vector<std::vector<int>>& experts, const PackageFetchOptions& options) {
+  PackageFetchOptions o = options;
+  o.experts = experts;
+  return fetch_gguf_layers(url, layers, o);
 }
 
 FetchedGguf fetch_gguf_layers(const std::string& url, LayerRange layers, const PackageFetchOptions& options) {
@@ -256,7 +347,7 @@ FetchedGguf fetch_gguf_layers(const std::string& url, LayerRange layers, const P
   out.file_bytes = size;
   const std::string arch = header->get_string("general.architecture");
   out.n_layer = static_cast<int>(header->get_uint(arch + ".block_count"));
-  const auto ranges = gguf_ranges_for_layers(*header, layers);
+  const auto ranges = gguf_ranges_for_layers(*header, layers, options.experts);
 
   int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw FetchError(fmt::format("cannot open {}: {}", file.string(), std::strerror(errno)));
@@ -294,7 +385,8 @@ FetchedGguf fetch_gguf_layers(const std::string& url, LayerRange layers, const P
   }
   out.bytes_cached = have;
   FetchProgress pr;
-  pr.path = fmt::format("{} [layers {}..{})", name, layers.first, layers.last < 0 ? out.n_layer : layers.last);
+  pr.path = fmt::format("{} [layers {}..{}){}", name, layers.first, layers.last < 0 ? out.n_layer : layers.last,
+                        options.experts.empty() ? "" : " (expert shard)");
   pr.total_bytes = total;
   pr.done_bytes = have;
   const auto t0 = std::chrono::steady_clock::now();

@@ -37,12 +37,21 @@ bool is_gguf_url(const std::string& spec);
 // Fetches what layers [first, last) (last -1: through the end) of the GGUF at `url` need:
 // header, the layers' tensors, the embeddings when first == 0 (or the head is tied), the output
 // norm and head when last reaches the end, and any other non-layer tensor. Uses the options'
-// cache root (namespace "gguf/<hash of the URL>") and progress. Throws FetchError (source
-// unreachable, short file), GgufError (not a GGUF), std::invalid_argument (bad range).
+// cache root (namespace "gguf/<hash of the URL>") and progress. With options.experts (an expert
+// shard: per absolute layer, the experts held) only the held experts' weights of the range are
+// fetched: their contiguous slices of merged blk.N.ffn_*_exps tensors, their per-expert
+// blk.N.ffn_*.E.weight tensors; the rest of the layer (attention, norms, router, shared
+// experts) always. Throws FetchError (source unreachable, short file), GgufError (not a GGUF),
+// std::invalid_argument (bad range, bad expert lists).
 FetchedGguf fetch_gguf_layers(const std::string& url, LayerRange layers, const PackageFetchOptions& options = {});
+// The same for an expert shard: `experts` replaces options.experts.
+FetchedGguf fetch_gguf_layers(const std::string& url, LayerRange layers, const std::vector<std::vector<int>>& experts,
+                              const PackageFetchOptions& options = {});
 
-// The byte ranges [begin, end) of the file a layer range needs (merged, sorted), from its
-// header: exposed for tests.
-std::vector<std::pair<uint64_t, uint64_t>> gguf_ranges_for_layers(const GgufFile& header, LayerRange layers);
+// The byte ranges [begin, end) of the file a layer range (and expert shard; empty: every
+// expert) needs, sorted and merged across small gaps, never across the bytes of an expert not
+// held; from the file's header: exposed for tests.
+std::vector<std::pair<uint64_t, uint64_t>> gguf_ranges_for_layers(const GgufFile& header, LayerRange layers,
+                                                                   const std::vector<std::vector<int>>& experts = {});
 
 }  // namespace llmesh::mesh

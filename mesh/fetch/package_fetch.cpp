@@ -123,7 +123,7 @@ FetchedPackage fetch_package_impl(const std::string& source_spec, const std::fun
       throw std::runtime_error(fmt::format("{} from {}: an artifact may not be named {}", kPackageManifestName,
                                            out.offline ? index.string() : out.source, kPackageManifestName));
   out.manifest_bytes = text.size();
-  const std::vector<const Artifact*> needed = out.manifest.needed_for(layers.first, layers.last);
+  const std::vector<const Artifact*> needed = out.manifest.needed_for(layers.first, layers.last, options.experts);
 
   const std::string ns = out.manifest.source_sha256.empty() ? "source-" + key : out.manifest.source_sha256;
   ArtifactCache cache(ns, root, options.cache_options);

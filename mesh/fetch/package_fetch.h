@@ -28,13 +28,18 @@ struct PackageFetchOptions {
   // Warnings (e.g. "source unreachable, using the cached manifest"); empty: printed on stderr.
   std::function<void(const std::string&)> warn;
   ArtifactCacheOptions cache_options;
+  // A mixture-of-experts shard (docs/moe.md): per absolute layer, the experts this node holds.
+  // Empty: every expert. fetch_package fetches only those expert artifacts
+  // (PackageManifest::needed_for(first, last, experts)); fetch_gguf_layers only those experts'
+  // byte ranges. A later fetch with other experts transfers only what is still missing.
+  std::vector<std::vector<int>> experts = {};
 };
 using FetchOptions = PackageFetchOptions;
 
 struct FetchedPackage {
   std::filesystem::path dir;          // the cache directory: manifest.json + the needed artifacts
   PackageManifest manifest;
-  std::vector<Artifact> artifacts;    // the artifacts fetched for the range, in needed_for order
+  std::vector<Artifact> artifacts;    // the artifacts fetched for the range (and experts), in needed_for order
   uint64_t bytes_fetched = 0;         // artifact bytes transferred from the source this time
   uint64_t bytes_cached = 0;          // artifact bytes already in the cache
   uint64_t manifest_bytes = 0;        // size of manifest.json (fetched fresh unless offline)
