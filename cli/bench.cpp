@@ -12,6 +12,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -22,6 +24,7 @@
 
 #include "cli/commands.h"
 #include "cli/engine_options.h"
+#include "cli/moe_shard_options.h"
 #include "cli/spec_options.h"
 #include "kernels/kernels.h"
 #include "sampling/sampler.h"
@@ -37,9 +40,19 @@ struct BenchOptions {
   int prompt = 128, gen = 128, reps = 3;
   bool json = false, warmup = true;
   SpecCliOptions spec;
+  MoeShardOptions moe;
   std::string spec_accept;  // comma list of forced acceptance rates
   std::string spec_prompt = "Once upon a time, in a small village by the sea, there lived";
 };
+
+// A line of /proc/self/status in bytes (VmRSS: resident now, VmHWM: the peak); 0 elsewhere.
+uint64_t process_memory(const char* key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key, 0) == 0) return std::strtoull(line.c_str() + std::strlen(key), nullptr, 10) * 1024;
+  return 0;
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -255,7 +268,9 @@ int run_bench(BenchOptions& o) {
   if (o.spec.enabled() || !o.spec_accept.empty()) return run_spec_bench(o);
   if (o.prompt < 0 || o.gen < 0 || o.reps < 1) throw std::invalid_argument("-p, -n must be >= 0 and -r >= 1");
   if (o.engine.ctx <= 0) o.engine.ctx = std::max(o.prompt, o.gen) + 1;
+  std::optional<moe::MoePlan> plan = apply_moe_shard(o.moe, o.engine);
   LoadedEngine e = load_engine(o.engine);
+  if (plan) check_moe_shard_model(*plan, o.moe, *e.model);
   const ModelConfig& cfg = e.model->config();
   std::mt19937 rng(42);
   std::uniform_int_distribution<int> pick(0, cfg.n_vocab - 1);
@@ -320,6 +335,9 @@ int run_bench(BenchOptions& o) {
     j["decode_weight_gb_s"] = wbytes * tg_med / 1e9;
     j["isa"] = isa;
     j["load_s"] = e.load_seconds;
+    j["rss_bytes"] = process_memory("VmRSS:");
+    j["peak_rss_bytes"] = process_memory("VmHWM:");
+    if (plan) j["moe_shard"] = {{"plan", o.moe.plan}, {"shard", o.moe.shard}, {"digest", plan->digest()}};
     std::puts(j.dump(2).c_str());
   } else {
     fmt::print("model: {} ({}, {} layers, {:.1f} MiB read per token)\n", o.engine.model, cfg.arch_name,
@@ -338,6 +356,7 @@ Runner add_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   auto* sub = app.add_subcommand("bench", "Measure prefill and decode tokens/s (like llama-bench)");
   add_engine_options(sub, o->engine);
+  add_moe_shard_options(sub, o->moe);
   sub->add_option("-p,--prompt", o->prompt, "Prompt tokens for the prefill test (0: skip)")->capture_default_str();
   sub->add_option("-n,--n-gen", o->gen, "Tokens for the decode test (0: skip)")->capture_default_str();
   sub->add_option("-r,--reps", o->reps, "Repetitions (the median is reported)")->capture_default_str();

@@ -15,7 +15,7 @@
 #include "cli/mesh_runtime.h"
 #include "cli/spec_options.h"
 #include "cli/split_serving.h"
-#include "moe/expert_plan.h"
+#include "cli/moe_shard_options.h"
 #include "scheduler/scheduler.h"
 #include "server/api_server.h"
 #include "tokenizer/tokenizer.h"
@@ -39,8 +39,7 @@ struct ServeOptions {
   MeshCliOptions mesh;
   SplitOptions split;
   SpecCliOptions spec;
-  std::string moe_plan;
-  int moe_shard = -1;
+  MoeShardOptions moe;
 };
 
 bool is_loopback(const std::string& host) {
@@ -62,27 +61,16 @@ int run_serve(ServeOptions& o) {
   LoadedEngine e;
   std::unique_ptr<LocalBatchModel> local_model;
   // A mixture-of-experts shard: the trunk plus the plan's experts for this node (docs/moe.md).
-  std::optional<moe::MoePlan> plan;
-  if (!o.moe_plan.empty() || o.moe_shard >= 0) {
-    if (o.moe_plan.empty() || o.moe_shard < 0)
-      throw std::invalid_argument("--moe-plan and --moe-shard go together: the plan file and which of its shards to serve");
-    if (o.split.enabled()) throw std::invalid_argument("--moe-plan cannot be combined with --layers or --split");
-    plan = moe::MoePlan::read(o.moe_plan);
-    if (!plan->passes())
-      throw std::runtime_error(fmt::format("{} failed the quality gate when it was made: it is not served (make a plan "
-                                           "with fewer nodes, more overlap or a larger core)", o.moe_plan));
-    if (o.moe_shard >= static_cast<int>(plan->shards().size()))
-      throw std::invalid_argument(fmt::format("--moe-shard {}: {} has shards 0..{}", o.moe_shard, o.moe_plan,
-                                              plan->shards().size() - 1));
-    o.engine.experts = plan->shards()[o.moe_shard];
-  }
+  if (o.moe.enabled() && o.split.enabled())
+    throw std::invalid_argument("--moe-plan cannot be combined with --layers or --split");
+  std::optional<moe::MoePlan> plan = apply_moe_shard(o.moe, o.engine);
   if (o.split.enabled()) {
     if (o.mesh.no_mesh) throw std::invalid_argument("--layers and --split need the mesh: drop --no-mesh");
     o.split.name = o.name;
     split = std::make_unique<SplitServing>(o.engine, o.split, o.parallel, o.quiet);
   } else {
     e = load_engine(o.engine, o.parallel);
-    if (plan) moe::ModelShape::of(*e.model).check_matches(plan->model, "the plan " + o.moe_plan);
+    if (plan) check_moe_shard_model(*plan, o.moe, *e.model);
     local_model = std::make_unique<LocalBatchModel>(*e.forward);
   }
   const Model& entry_model = split ? split->entry_model() : *e.model;
@@ -119,24 +107,24 @@ int run_serve(ServeOptions& o) {
   gossip::ExpertShard shard_record;
   if (plan) {
     const auto& shards = plan->shards();
-    const auto& mine = shards[o.moe_shard];
+    const auto& mine = shards[o.moe.shard];
     size_t held = 0;
     for (const auto& layer : mine) held += layer.size();
     shard_record.plan = plan->digest();
-    shard_record.index = static_cast<uint32_t>(o.moe_shard);
+    shard_record.index = static_cast<uint32_t>(o.moe.shard);
     shard_record.count = static_cast<uint32_t>(shards.size());
     for (const auto& other : shards)
       shard_record.covers.push_back(static_cast<uint16_t>(std::lround(1000 * moe::coverage(mine, other))));
     sm.expert_shard = true;
     sm.expert_shard_info = {{"plan", shard_record.plan},
-                            {"shard", o.moe_shard},
+                            {"shard", o.moe.shard},
                             {"shards", shards.size()},
                             {"experts", held},
                             {"experts_total", static_cast<size_t>(plan->model.n_layer) * plan->model.n_expert},
-                            {"bytes", o.moe_shard < static_cast<int>(plan->shard_bytes.size()) ? plan->shard_bytes[o.moe_shard] : 0},
+                            {"bytes", o.moe.shard < static_cast<int>(plan->shard_bytes.size()) ? plan->shard_bytes[o.moe.shard] : 0},
                             {"covers_permille", shard_record.covers}};
-    if (o.moe_shard < static_cast<int>(plan->chosen().quality.size()))
-      sm.expert_shard_info["quality"] = plan->chosen().quality[o.moe_shard].to_json(plan->gate);
+    if (o.moe.shard < static_cast<int>(plan->chosen().quality.size()))
+      sm.expert_shard_info["quality"] = plan->chosen().quality[o.moe.shard].to_json(plan->gate);
   }
   const auto& cfg = entry_model.config();
   sm.info = {{"architecture", cfg.arch_name}, {"n_layer", cfg.n_layer}, {"n_ctx_train", cfg.n_ctx_train},
@@ -173,7 +161,7 @@ int run_serve(ServeOptions& o) {
                  api::tool_format_name(sm.tool_format), sm.thinking ? ", thinks in <think>" : "",
                  spec.source ? ", speculative: " : "", spec.description.c_str());
   if (plan && !o.json)
-    std::fprintf(stderr, "llmesh serve: expert shard %d of %zu (plan %s): %s experts of %d\n", o.moe_shard,
+    std::fprintf(stderr, "llmesh serve: expert shard %d of %zu (plan %s): %s experts of %d\n", o.moe.shard,
                  plan->shards().size(), shard_record.plan.c_str(),
                  sm.expert_shard_info["experts"].dump().c_str(), plan->model.n_layer * plan->model.n_expert);
 
@@ -242,11 +230,7 @@ Runner add_serve(CLI::App& app) {
   add_mesh_options(sub, o->mesh, /*client=*/false);
   add_split_options(sub, o->split);
   add_spec_options(sub, o->spec);
-  sub->add_option("--moe-plan", o->moe_plan, "Serve one expert shard of this plan (llmesh moe plan): only the trunk and "
-                                             "the shard's experts are loaded or fetched")
-      ->check(CLI::ExistingFile);
-  sub->add_option("--moe-shard", o->moe_shard, "Which shard of --moe-plan this node serves (0-based)")
-      ->check(CLI::Range(0, 4095));
+  add_moe_shard_options(sub, o->moe);
   return [o] { return run_serve(*o); };
 }
 
