@@ -14,10 +14,13 @@ namespace llmesh::cli {
 struct MoeShardOptions {
   std::string plan;
   int shard = -1;
+  bool exact = false;            // serve --moe-exact: absent experts computed by the shards holding them
+  double exact_max_rtt_ms = 20;  // ... only on holders within this round trip
   bool enabled() const { return !plan.empty() || shard >= 0; }
 };
 
-void add_moe_shard_options(CLI::App* sub, MoeShardOptions& o);
+// `exact`: also --moe-exact and --moe-exact-max-rtt (serve: they need the mesh).
+void add_moe_shard_options(CLI::App* sub, MoeShardOptions& o, bool exact = false);
 
 // Reads and checks the plan (both options given, the shard exists, the plan passed its quality
 // gate) and sets engine.experts to the shard's experts. nullopt when the options are not given.

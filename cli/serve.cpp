@@ -16,6 +16,7 @@
 #include "cli/spec_options.h"
 #include "cli/split_serving.h"
 #include "cli/moe_shard_options.h"
+#include "cli/moe_shard_serving.h"
 #include "scheduler/scheduler.h"
 #include "server/api_server.h"
 #include "tokenizer/tokenizer.h"
@@ -63,6 +64,7 @@ int run_serve(ServeOptions& o) {
   // A mixture-of-experts shard: the trunk plus the plan's experts for this node (docs/moe.md).
   if (o.moe.enabled() && o.split.enabled())
     throw std::invalid_argument("--moe-plan cannot be combined with --layers or --split");
+  if (o.moe.exact && o.mesh.no_mesh) throw std::invalid_argument("--moe-exact needs the mesh: drop --no-mesh");
   std::optional<moe::MoePlan> plan = apply_moe_shard(o.moe, o.engine);
   if (o.split.enabled()) {
     if (o.mesh.no_mesh) throw std::invalid_argument("--layers and --split need the mesh: drop --no-mesh");
@@ -73,6 +75,9 @@ int run_serve(ServeOptions& o) {
     if (plan) check_moe_shard_model(*plan, o.moe, *e.model);
     local_model = std::make_unique<LocalBatchModel>(*e.forward);
   }
+  // Before the scheduler, so it outlives the forward passes that may ask its peers for experts.
+  std::unique_ptr<MoeShardServing> shard;
+  if (plan) shard = std::make_unique<MoeShardServing>(*plan, o.moe, *e.model, static_cast<int>(e.pool->size()), o.quiet);
   const Model& entry_model = split ? split->entry_model() : *e.model;
   auto tok = Tokenizer::from_gguf(entry_model.file());
   BatchModel& batch_model = split ? split->batch_model() : *local_model;
@@ -104,27 +109,9 @@ int run_serve(ServeOptions& o) {
   }
   sm.scheduler = &scheduler;
   sm.speculative = spec.description;
-  gossip::ExpertShard shard_record;
-  if (plan) {
-    const auto& shards = plan->shards();
-    const auto& mine = shards[o.moe.shard];
-    size_t held = 0;
-    for (const auto& layer : mine) held += layer.size();
-    shard_record.plan = plan->digest();
-    shard_record.index = static_cast<uint32_t>(o.moe.shard);
-    shard_record.count = static_cast<uint32_t>(shards.size());
-    for (const auto& other : shards)
-      shard_record.covers.push_back(static_cast<uint16_t>(std::lround(1000 * moe::coverage(mine, other))));
+  if (shard) {
     sm.expert_shard = true;
-    sm.expert_shard_info = {{"plan", shard_record.plan},
-                            {"shard", o.moe.shard},
-                            {"shards", shards.size()},
-                            {"experts", held},
-                            {"experts_total", static_cast<size_t>(plan->model.n_layer) * plan->model.n_expert},
-                            {"bytes", o.moe.shard < static_cast<int>(plan->shard_bytes.size()) ? plan->shard_bytes[o.moe.shard] : 0},
-                            {"covers_permille", shard_record.covers}};
-    if (o.moe.shard < static_cast<int>(plan->chosen().quality.size()))
-      sm.expert_shard_info["quality"] = plan->chosen().quality[o.moe.shard].to_json(plan->gate);
+    sm.expert_shard_status = [sh = shard.get()] { return sh->status_json(); };
   }
   const auto& cfg = entry_model.config();
   sm.info = {{"architecture", cfg.arch_name}, {"n_layer", cfg.n_layer}, {"n_ctx_train", cfg.n_ctx_train},
@@ -161,9 +148,9 @@ int run_serve(ServeOptions& o) {
                  api::tool_format_name(sm.tool_format), sm.thinking ? ", thinks in <think>" : "",
                  spec.source ? ", speculative: " : "", spec.description.c_str());
   if (plan && !o.json)
-    std::fprintf(stderr, "llmesh serve: expert shard %d of %zu (plan %s): %s experts of %d\n", o.moe.shard,
-                 plan->shards().size(), shard_record.plan.c_str(),
-                 sm.expert_shard_info["experts"].dump().c_str(), plan->model.n_layer * plan->model.n_expert);
+    std::fprintf(stderr, "llmesh serve: expert shard %d of %zu (plan %s): %zu experts of %d%s\n", o.moe.shard,
+                 plan->shards().size(), shard->record().plan.c_str(), shard->experts_held(),
+                 plan->model.n_layer * plan->model.n_expert, o.moe.exact ? ", exact mode" : "");
 
   api::ServerOptions so2;
   so2.host = o.listen;
@@ -185,14 +172,18 @@ int run_serve(ServeOptions& o) {
       local.take_stream = [sp](std::shared_ptr<mesh::Stream>& st) { return sp->take_stream(st); };
       local.split_status = [sp] { return sp->status_json(); };
     }
-    if (plan)
-      local.describe = [shard_record](gossip::NodeState& st) {
-        for (auto& m : st.models) m.experts = shard_record;
+    if (shard) {
+      MoeShardServing* sh = shard.get();
+      local.describe = [sh](gossip::NodeState& st) {
+        for (auto& m : st.models) m.experts = sh->record();
       };
+      local.take_stream = [sh](std::shared_ptr<mesh::Stream>& st) { return sh->take_stream(st); };
+    }
     local.api_key = o.api_key;
     local.api_host = o.listen;
     mesh = std::make_unique<MeshRuntime>(o.mesh, local, o.quiet);
     if (split) split->attach(mesh->node());
+    if (shard) shard->attach(mesh->node(), *e.forward);
   }
   api::ApiServer server(&sm, so2, mesh ? mesh->router() : nullptr);
   api::ServeHooks hooks;
@@ -203,6 +194,7 @@ int run_serve(ServeOptions& o) {
   }
   int rc = api::serve_until_signal(server, so2, o.json, hooks);
   if (split) split->stop();
+  if (shard) shard->stop();  // before the mesh's transport goes away
   return rc;
 }
 
@@ -230,7 +222,7 @@ Runner add_serve(CLI::App& app) {
   add_mesh_options(sub, o->mesh, /*client=*/false);
   add_split_options(sub, o->split);
   add_spec_options(sub, o->spec);
-  add_moe_shard_options(sub, o->moe);
+  add_moe_shard_options(sub, o->moe, /*exact=*/true);
   return [o] { return run_serve(*o); };
 }
 

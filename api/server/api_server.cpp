@@ -109,7 +109,7 @@ void ApiServer::routes() {
                           {"accepted", s.spec_accepted},
                           {"acceptance", s.spec_drafted ? double(s.spec_accepted) / s.spec_drafted : 0.0},
                           {"tokens_per_verification", s.spec_windows ? double(s.spec_tokens) / s.spec_windows : 0.0}};
-    if (model_ && model_->expert_shard) j["expert_shard"] = model_->expert_shard_info;
+    if (model_ && model_->expert_shard && model_->expert_shard_status) j["expert_shard"] = model_->expert_shard_status();
     res.set_content(dump_json(j), "application/json");
   });
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {

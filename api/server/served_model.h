@@ -36,9 +36,9 @@ struct ServedModel {
   // adaptive)"); empty when off. /metrics then has llmesh_spec_* and /health "speculative".
   std::string speculative;
   // A mixture-of-experts shard (serve --moe-plan): requests go to the session's home shard first
-  // (ModelRouter::shard_candidates). `expert_shard_info` describes it for /health.
+  // (ModelRouter::shard_candidates). `expert_shard_status` describes it for /health.
   bool expert_shard = false;
-  nlohmann::json expert_shard_info;
+  std::function<nlohmann::json()> expert_shard_status;
 
   bool answers_to(const std::string& name) const;
   int n_ctx() const { return scheduler->n_ctx(); }

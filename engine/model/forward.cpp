@@ -1,6 +1,7 @@
 #include "model/forward.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
@@ -34,7 +35,7 @@ void ExpertStats::reset(int layers, int experts) {
 }
 
 Forward::Forward(const Model& model, KvCache& cache, ThreadPool& pool)
-    : model_(model), cfg_(model.config()), cache_(cache), pool_(pool) {
+    : model_(model), cfg_(model.config()), cache_(cache), pool_(pool), ffn_(std::make_unique<ExpertFfn>(pool)) {
   restrict_experts({});
 }
 
@@ -74,6 +75,9 @@ void Forward::restrict_experts(std::vector<std::vector<uint8_t>> allowed) {
     lists.push_back(std::move(list));
   }
   allowed_ = std::move(lists);
+  masked_ = false;
+  for (int il = model_.first_layer(); il < model_.last_layer(); ++il)
+    if (static_cast<int>(allowed_[il - model_.first_layer()].size()) != model_.layer(il).n_held) masked_ = true;
 }
 
 void Forward::validate(const Batch& b) const {
@@ -256,16 +260,14 @@ void Forward::feed_forward(int il, int T) {
 // Mixture of experts: the router picks n_expert_used experts per token (softmax, top-k,
 // optionally renormalised); each expert runs on the tokens routed to it. On a shard (or under
 // restrict_experts) the softmax and the top k range over the allowed experts only, so the
-// weights renormalise over what the node holds.
-void Forward::moe(int il, const LayerWeights& w, int T) {
-  const int E = cfg_.n_embd, NE = cfg_.n_expert, F = cfg_.n_ff_expert;
-  const std::vector<int>& allowed = allowed_[il - model_.first_layer()];
+// weights renormalise over what the node holds. In exact mode (set_remote_experts) they range
+// over the held experts plus those a peer can compute, which is every expert when the mesh holds
+// them all: the full model's routing, with the absent experts' rows computed remotely.
+void Forward::route(const std::vector<int>& allowed, int T) {
+  const int NE = cfg_.n_expert;
   const int NA = static_cast<int>(allowed.size());
   const int K = std::min(cfg_.n_expert_used, NA);
-  grow(router_, static_cast<size_t>(T) * NE);
-  kernels::matmul(w.router, xb_.data(), E, T, router_.data(), NE, pool_);
-
-  // Per expert: (token, weight) pairs (scratch kept across calls: no allocation per step).
+  std::copy_n(router_logits_.begin(), static_cast<size_t>(T) * NE, router_.begin());
   auto& routed = routed_;
   routed.resize(NE);
   for (auto& r : routed) r.clear();
@@ -292,45 +294,101 @@ void Forward::moe(int il, const LayerWeights& w, int T) {
       float wgt = cfg_.expert_weights_norm ? p[order[j]] / total : p[order[j]];
       routed[order[j]].push_back({t, wgt});
     }
-    if (stats_) {
-      const size_t base = static_cast<size_t>(il) * NE;
-      for (int e : allowed) stats_->gate_mass[base + e] += p[e];
-      for (int j = 0; j < K; ++j) ++stats_->selected[base + order[j]];
-      ++stats_->tokens[il];
+  }
+}
+
+void Forward::moe(int il, const LayerWeights& w, int T) {
+  const int E = cfg_.n_embd, NE = cfg_.n_expert, F = cfg_.n_ff_expert;
+  const std::vector<int>& held = allowed_[il - model_.first_layer()];
+  grow(router_logits_, static_cast<size_t>(T) * NE);
+  grow(router_, static_cast<size_t>(T) * NE);
+  kernels::matmul(w.router, xb_.data(), E, T, router_logits_.data(), NE, pool_);
+
+  // Exact mode: the experts peers can compute join the routing.
+  const std::vector<int>* allowed = &held;
+  bool remote = false;
+  if (remote_ && !masked_ && w.n_held < NE) {
+    remote_flags_.assign(NE, 0);
+    remote_->available(il, remote_flags_);
+    routable_.clear();
+    for (int e = 0; e < NE; ++e)
+      if (w.held[e] || remote_flags_[e]) routable_.push_back(e);
+    if (routable_.size() > held.size()) {
+      allowed = &routable_;
+      remote = true;
     }
+  }
+  route(*allowed, T);
+  if (remote) {
+    // Gather each absent expert's rows, compute them all at once elsewhere.
+    std::vector<RemoteExperts::Call> calls;
+    remote_offset_.assign(NE, 0);
+    size_t rows = 0;
+    for (int e = 0; e < NE; ++e)
+      if (!w.held[e] && !routed_[e].empty()) {
+        remote_offset_[e] = rows;
+        rows += routed_[e].size();
+      }
+    if (rows == 0) {
+      remote = false;
+    } else {
+      grow(remote_in_, rows * E);
+      grow(remote_out_, rows * E);
+      for (int e = 0; e < NE; ++e) {
+        if (w.held[e] || routed_[e].empty()) continue;
+        const size_t off = remote_offset_[e];
+        const auto& toks = routed_[e];
+        for (size_t j = 0; j < toks.size(); ++j)
+          std::copy_n(&xb_[static_cast<size_t>(toks[j].first) * E], E, &remote_in_[(off + j) * E]);
+        calls.push_back({e, static_cast<int>(toks.size()), &remote_in_[off * E], &remote_out_[off * E]});
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        remote_->compute(il, calls);
+        ++remote_stats_.layers;
+        remote_stats_.rows += rows;
+      } catch (const std::exception&) {
+        ++remote_stats_.failures;
+        remote = false;
+        route(held, T);  // as a shard without exact mode
+      }
+      remote_stats_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  }
+  if (stats_) {
+    const size_t base = static_cast<size_t>(il) * NE;
+    for (int t = 0; t < T; ++t)
+      for (int e = 0; e < NE; ++e) stats_->gate_mass[base + e] += router_[static_cast<size_t>(t) * NE + e];
+    for (int e = 0; e < NE; ++e) stats_->selected[base + e] += routed_[e].size();
+    stats_->tokens[il] += static_cast<uint64_t>(T);
   }
 
   grow(moe_out_, static_cast<size_t>(T) * E);
   std::fill(moe_out_.begin(), moe_out_.begin() + static_cast<size_t>(T) * E, 0.0f);
-  auto run_ffn = [&](const kernels::MatView& g, const kernels::MatView& u, const kernels::MatView& d,
-                     int n, int ff) {
-    // moe_in_ holds n gathered rows; result in moe_down_.
-    grow(moe_gate_, static_cast<size_t>(n) * ff);
-    grow(moe_up_, static_cast<size_t>(n) * ff);
-    grow(moe_down_, static_cast<size_t>(n) * E);
-    kernels::matmul(g, moe_in_.data(), E, n, moe_gate_.data(), ff, pool_);
-    kernels::matmul(u, moe_in_.data(), E, n, moe_up_.data(), ff, pool_);
-    ops::swiglu(moe_gate_.data(), moe_gate_.data(), moe_up_.data(), n * ff);
-    kernels::matmul(d, moe_gate_.data(), ff, n, moe_down_.data(), E, pool_);
-  };
   for (int e = 0; e < NE; ++e) {
-    const auto& toks = routed[e];
+    const auto& toks = routed_[e];
     if (toks.empty()) continue;
     const int n = static_cast<int>(toks.size());
-    grow(moe_in_, static_cast<size_t>(n) * E);
+    const float* out;
+    if (w.held[e]) {
+      grow(moe_in_, static_cast<size_t>(n) * E);
+      grow(moe_down_, static_cast<size_t>(n) * E);
+      for (int j = 0; j < n; ++j)
+        std::copy_n(&xb_[static_cast<size_t>(toks[j].first) * E], E, &moe_in_[static_cast<size_t>(j) * E]);
+      const auto& x = w.experts[e];
+      ffn_->run(x.gate, x.up, x.down, E, F, moe_in_.data(), n, moe_down_.data());
+      out = moe_down_.data();
+    } else {
+      out = &remote_out_[remote_offset_[e] * E];  // computed by a peer (exact mode)
+    }
     for (int j = 0; j < n; ++j)
-      std::copy_n(&xb_[static_cast<size_t>(toks[j].first) * E], E, &moe_in_[static_cast<size_t>(j) * E]);
-    const auto& x = w.experts[e];
-    run_ffn(x.gate, x.up, x.down, n, F);
-    for (int j = 0; j < n; ++j)
-      ops::axpy_f32(&moe_out_[static_cast<size_t>(toks[j].first) * E], toks[j].second,
-                    &moe_down_[static_cast<size_t>(j) * E], E);
+      ops::axpy_f32(&moe_out_[static_cast<size_t>(toks[j].first) * E], toks[j].second, out + static_cast<size_t>(j) * E,
+                    E);
   }
   if (w.gate_shexp.data) {  // shared expert, gated by sigmoid(xb . w_gate_inp_shexp)
     const int FS = static_cast<int>(w.gate_shexp.rows);
-    grow(moe_in_, static_cast<size_t>(T) * E);
-    std::copy_n(xb_.begin(), static_cast<size_t>(T) * E, moe_in_.begin());
-    run_ffn(w.gate_shexp, w.up_shexp, w.down_shexp, T, FS);
+    grow(moe_down_, static_cast<size_t>(T) * E);
+    ffn_->run(w.gate_shexp, w.up_shexp, w.down_shexp, E, FS, xb_.data(), T, moe_down_.data());
     std::vector<float>& gate = shexp_gate_;
     gate.assign(T, 1.0f);
     if (w.shexp_gate.data) {

@@ -8,10 +8,12 @@
 // cache up to its own position.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
 #include "kernels/thread_pool.h"
+#include "model/expert_ffn.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
 
@@ -56,6 +58,32 @@ struct ExpertStats {
   void reset(int layers, int experts);
 };
 
+// Experts this node does not hold, computed by the nodes that hold them (exact mode of a
+// mixture-of-experts shard, docs/moe.md). Called from the forward pass's thread only.
+class RemoteExperts {
+ public:
+  virtual ~RemoteExperts() = default;
+  // Sets available[e] = 1 for each expert of layer `layer` (absolute) that can be computed
+  // elsewhere now (a holder is connected and close enough). `available` has n_expert entries, 0.
+  virtual void available(int layer, std::vector<uint8_t>& available) = 0;
+  struct Call {
+    int expert = 0;
+    int n = 0;               // rows
+    const float* in = nullptr;   // n rows of n_embd: the expert's input (after the FFN norm)
+    float* out = nullptr;        // n rows of n_embd: the expert's output
+  };
+  // Runs every call; throws on any failure (the forward pass then routes the layer among the
+  // experts it holds, as a shard without exact mode does).
+  virtual void compute(int layer, const std::vector<Call>& calls) = 0;
+};
+
+struct RemoteExpertStats {
+  uint64_t layers = 0;     // layer passes that used remote experts
+  uint64_t rows = 0;       // token rows computed remotely
+  uint64_t failures = 0;   // compute() failures (those layers fell back to the held experts)
+  double seconds = 0;      // time inside compute()
+};
+
 class Forward {
  public:
   Forward(const Model& model, KvCache& cache, ThreadPool& pool);
@@ -74,6 +102,10 @@ class Forward {
   // evaluates a grouping on the full model without loading shards. Throws on a shape mismatch
   // or a layer with no expert allowed.
   void restrict_experts(std::vector<std::vector<uint8_t>> allowed);
+  // Exact mode: route over every expert the model has, computing the ones this shard lacks
+  // through `remote` (nullptr: off). Not combined with restrict_experts (its mask wins).
+  void set_remote_experts(RemoteExperts* remote) { remote_ = remote; }
+  const RemoteExpertStats& remote_expert_stats() const { return remote_stats_; }
 
   bool outputs_logits() const { return model_.has_head(); }
   const Model& model() const { return model_; }
@@ -85,6 +117,8 @@ class Forward {
   void attention(int il, const Batch& b, int T);
   void feed_forward(int il, int T);
   void moe(int il, const LayerWeights& w, int T);
+  // Softmax over `allowed`, top k, weights into routed_ (router_logits_ is left intact).
+  void route(const std::vector<int>& allowed, int T);
   void head(const Batch& b, int T);
 
   const Model& model_;
@@ -99,7 +133,15 @@ class Forward {
   std::vector<std::vector<std::pair<int, float>>> routed_;  // per expert: (token, weight)
   std::vector<int> expert_order_;
   std::vector<std::vector<int>> allowed_;  // per loaded layer: the experts routing may pick
+  bool masked_ = false;                    // restrict_experts narrowed allowed_ below the held experts
   ExpertStats* stats_ = nullptr;
+  RemoteExperts* remote_ = nullptr;
+  RemoteExpertStats remote_stats_;
+  std::vector<float> router_logits_, remote_in_, remote_out_;
+  std::vector<uint8_t> remote_flags_;
+  std::vector<int> routable_;
+  std::vector<size_t> remote_offset_;  // per expert: first row in remote_in_/remote_out_
+  std::unique_ptr<ExpertFfn> ffn_;
 };
 
 }  // namespace llmesh

@@ -140,3 +140,43 @@ test('3 expert shards in 3 namespaces: sticky sessions, spread, failover after k
   }
   process.stdout.write(`# failover after kill -9: answered ${Math.round(now() - killedAt)} ms after the kill\n`);
 }));
+
+// Exact mode (--moe-exact) on loopback: two shards of 2 experts each route every token over all 4
+// experts, running the other shard's on it, so each gives the full model's greedy text; without
+// exact mode the shards differ from it. Killing the peer falls back to the shard's own experts.
+test('exact mode: two half shards give the full model\'s answer', cluster.guard(async () => {
+  const planPath = path.join(temp, 'plan2.json');
+  const r = runLlmesh(['moe', 'plan', MODEL, '--nodes', '2', '--overlap', '1', '--core', '0', '--min-top1', '0', '--max-kl', '100',
+    '--max-ppl-increase', '100', '-o', planPath, '--json', '-q'], { timeoutMs: 120000 });
+  assert.equal(r.code, 0, r.stderr);
+  const plan = JSON.parse(r.stdout);
+  assert.equal(plan.shards[0].expert_count, 10, 'each shard holds 2 of 4 experts in each of 5 layers');
+
+  const prompts = ['Once upon a time', 'The little dog', 'Lily and Ben went to the park'];
+  const full = await cluster.startServer({ label: 'full', modelPath: MODEL, name: NAME });
+  const want = [];
+  for (const p of prompts) want.push(await chat(full, 'u', p, 40));
+  await full.terminate();
+
+  const a = await cluster.startServer({ label: 'exact0', modelPath: MODEL, name: NAME, args: ['--moe-plan', planPath, '--moe-shard', '0', '--moe-exact'] });
+  const b = await cluster.startServer({ label: 'exact1', modelPath: MODEL, name: NAME, join: (await a.invite()).token,
+    args: ['--moe-plan', planPath, '--moe-shard', '1', '--moe-exact'] });
+  await waitUntilAllSee([a, b], (s) => s.members.filter((m) => m.state?.models?.[0]?.expert_shard?.plan === plan.digest).length === 2,
+    { timeoutMs: 30000, label: 'two shards in gossip' });
+  for (let i = 0; i < prompts.length; i++)
+    for (const entry of [a, b])
+      assert.equal(await chat(entry, `user${i}`, prompts[i], 40), want[i], `exact mode equals the full model (${prompts[i]})`);
+  const ha = await health(a), hb = await health(b);
+  assert.equal(ha.expert_shard.exact, true);
+  const asked = (ha.expert_shard.asked_of_peers?.rows ?? 0) + (hb.expert_shard.asked_of_peers?.rows ?? 0);
+  const served = (ha.expert_shard.served_for_peers?.rows ?? 0) + (hb.expert_shard.served_for_peers?.rows ?? 0);
+  assert.ok(asked > 0, 'rows were computed by the other shard');
+  assert.equal(asked, served, 'every row asked for was served');
+  assert.equal(ha.expert_shard.asked_of_peers.failures + hb.expert_shard.asked_of_peers.failures, 0);
+
+  // The peer dies: the survivor answers alone, routing among its own experts.
+  await b.kill();
+  const alone = await chat(a, 'user0', prompts[0], 40);
+  assert.ok(alone.length > 0);
+  await a.terminate();
+}));
