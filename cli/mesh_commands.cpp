@@ -122,6 +122,10 @@ int run_status(StatusOptions& o) {
           if (a != 0 || b != total) models += b > a ? fmt::format(" [{}-{})/{}", a, b, total) : fmt::format(" -/{}", total);
         }
         if (md.value("entry", false)) models += " entry";
+        // A mixture-of-experts shard: which of the plan's shards (docs/moe.md).
+        if (md.contains("expert_shard") && md["expert_shard"].is_object())
+          models += fmt::format(" experts {}/{}", md["expert_shard"].value("index", 0u),
+                                md["expert_shard"].value("count", 0u));
       }
     std::string load = "-";
     if (st.contains("load"))

@@ -83,7 +83,7 @@ std::string MoePlan::digest() const {
   auto mix = [&](const std::string& s) {
     for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
   };
-  mix(fmt::format("{}/{}/{}|", model.n_layer, model.n_expert, model.n_expert_used));
+  mix(fmt::format("{}/{}/{}/{}|", model.n_layer, model.n_expert, model.n_expert_used, model.fingerprint));
   for (const auto& s : shards()) {
     for (const auto& layer : s) {
       for (int e : layer) mix(fmt::format("{},", e));
@@ -165,8 +165,8 @@ nlohmann::json MoePlan::to_json() const {
   return {{"format", "llmesh-moe-plan"},
           {"version", 1},
           {"digest", digest()},
-          {"model", {{"name", model.name}, {"n_layer", model.n_layer}, {"n_expert", model.n_expert},
-                     {"n_expert_used", model.n_expert_used}, {"bytes", model_bytes}}},
+          {"model", {{"name", model.name}, {"fingerprint", model.fingerprint}, {"n_layer", model.n_layer},
+                     {"n_expert", model.n_expert}, {"n_expert_used", model.n_expert_used}, {"bytes", model_bytes}}},
           {"nodes", nodes},
           {"overlap", overlap},
           {"core", ch.grouping.core},
@@ -187,6 +187,8 @@ MoePlan MoePlan::from_json(const nlohmann::json& j) {
   const auto& m = j["model"];
   MoePlan p;
   p.model.name = m.contains("name") && m["name"].is_string() ? m["name"].get<std::string>() : "";
+  if (m.contains("fingerprint") && m["fingerprint"].is_string() && m["fingerprint"].get_ref<const std::string&>().size() <= 64)
+    p.model.fingerprint = m["fingerprint"];
   p.model.n_layer = static_cast<int>(number(m, "n_layer", 1, 100000, "model"));
   p.model.n_expert = static_cast<int>(number(m, "n_expert", 1, 4096, "model"));
   p.model.n_expert_used = static_cast<int>(number(m, "n_expert_used", 1, p.model.n_expert, "model"));
@@ -220,6 +222,14 @@ MoePlan MoePlan::from_json(const nlohmann::json& j) {
       q.positions = qj.value("positions", int64_t{0});
       t.quality.push_back(q);
     }
+  }
+  // "passes" is believed only when the figures stored for every shard pass the stored gate (or
+  // every node holds every expert), so editing the verdict alone does not make a plan servable.
+  if (t.passes && t.grouping.core < p.model.n_expert) {
+    const bool figures = t.quality.size() == t.grouping.shards.size() &&
+                         std::all_of(t.quality.begin(), t.quality.end(),
+                                     [&](const ShardQuality& q) { return q.positions > 0 && q.passes(p.gate); });
+    if (!figures) bad("\"passes\" is true but the shards' quality figures do not pass the gate");
   }
   p.tried.push_back(std::move(t));
   if (j.contains("digest") && j["digest"].is_string() && j["digest"].get<std::string>() != p.digest())

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -22,6 +23,25 @@ ModelShape ModelShape::of(const Model& m, const std::string& fallback_name) {
   s.n_layer = m.config().n_layer;
   s.n_expert = m.config().n_expert;
   s.n_expert_used = m.config().n_expert_used;
+  // FNV-1a over 8-byte words of each layer's router (the bytes are the same in every copy of
+  // the model: a GGUF, its layer package, a sparse copy holding a shard).
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](uint64_t w) { h = (h ^ w) * 1099511628211ull; };
+  for (int il = m.first_layer(); il < m.last_layer(); ++il) {
+    const kernels::MatView& r = m.layer(il).router;
+    if (!r.data) continue;
+    const size_t n = r.row_bytes * static_cast<size_t>(r.rows);
+    const uint8_t* p = r.data;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      mix(w);
+    }
+    for (; i < n; ++i) mix(p[i]);
+    mix(static_cast<uint64_t>(il) << 32 | n);
+  }
+  if (m.config().is_moe()) s.fingerprint = fmt::format("{:016x}", h);
   return s;
 }
 
@@ -30,6 +50,10 @@ void ModelShape::check_matches(const ModelShape& o, const std::string& what) con
     throw std::runtime_error(fmt::format(
         "{} is for a model with {} layers, {} experts, {} used per token ('{}'); this model has {}, {}, {} ('{}')",
         what, o.n_layer, o.n_expert, o.n_expert_used, o.name, n_layer, n_expert, n_expert_used, name));
+  if (!fingerprint.empty() && !o.fingerprint.empty() && fingerprint != o.fingerprint)
+    throw std::runtime_error(fmt::format(
+        "{} is for another model of the same shape ('{}', router fingerprint {}); this model is '{}' ({}): its "
+        "profile and quality figures do not apply", what, o.name, o.fingerprint, name, fingerprint));
 }
 
 std::vector<int> ExpertProfile::ranking(int layer) const {
@@ -55,8 +79,8 @@ nlohmann::json ExpertProfile::to_json() const {
   }
   return {{"format", "llmesh-moe-profile"},
           {"version", 1},
-          {"model", {{"name", model.name}, {"n_layer", model.n_layer}, {"n_expert", model.n_expert},
-                     {"n_expert_used", model.n_expert_used}}},
+          {"model", {{"name", model.name}, {"fingerprint", model.fingerprint}, {"n_layer", model.n_layer},
+                     {"n_expert", model.n_expert}, {"n_expert_used", model.n_expert_used}}},
           {"tokens", tokens},
           {"sequences", sequences},
           {"layers", layers}};
@@ -82,6 +106,8 @@ ExpertProfile ExpertProfile::from_json(const nlohmann::json& j) {
   const auto& m = j["model"];
   ExpertProfile p;
   p.model.name = m.contains("name") && m["name"].is_string() ? m["name"].get<std::string>() : "";
+  if (m.contains("fingerprint") && m["fingerprint"].is_string() && m["fingerprint"].get_ref<const std::string&>().size() <= 64)
+    p.model.fingerprint = m["fingerprint"];
   p.model.n_layer = bounded_int(m, "n_layer", 1, 100000);
   p.model.n_expert = bounded_int(m, "n_expert", 1, 4096);
   p.model.n_expert_used = bounded_int(m, "n_expert_used", 1, p.model.n_expert);

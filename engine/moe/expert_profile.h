@@ -20,9 +20,13 @@ struct ModelShape {
   int n_layer = 0;
   int n_expert = 0;
   int n_expert_used = 0;
+  // A hash of every layer's router weights (the same bytes in a GGUF and in its layer package):
+  // tells this model from another of the same shape. Empty when unknown (older files).
+  std::string fingerprint;
   static ModelShape of(const Model& m, const std::string& fallback_name = "");
   bool operator==(const ModelShape&) const = default;
-  // Throws std::runtime_error saying how `other` differs (a ranking or plan for another model).
+  // Throws std::runtime_error saying how `other` differs (a ranking or plan for another model):
+  // the shape, or the fingerprint when both have one.
   void check_matches(const ModelShape& other, const std::string& what) const;
 };
 

@@ -28,11 +28,16 @@ std::string ShardQuality::failures(const QualityGate& g) const {
 }
 
 nlohmann::json ShardQuality::to_json(const QualityGate& g) const {
-  auto r = [](double v, double s) { return std::round(v * s) / s; };
-  return {{"kl", r(kl, 1e6)},           {"kl_max", r(kl_max, 1e6)}, {"top1", r(top1, 1e4)},
-          {"perplexity", r(ppl, 1e4)},  {"perplexity_full", r(ppl_full, 1e4)},
-          {"perplexity_increase", r(ppl_increase(), 1e6)}, {"positions", positions},
-          {"passes", passes(g)},        {"failures", failures(g)}};
+  // Full precision: a plan file read back must reach the same verdict (MoePlan::from_json).
+  return {{"kl", kl},
+          {"kl_max", kl_max},
+          {"top1", top1},
+          {"perplexity", ppl},
+          {"perplexity_full", ppl_full},
+          {"perplexity_increase", ppl_increase()},
+          {"positions", positions},
+          {"passes", passes(g)},
+          {"failures", failures(g)}};
 }
 
 namespace {

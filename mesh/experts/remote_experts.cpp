@@ -24,7 +24,8 @@ RemoteExpertClient::RemoteExpertClient(Transport& transport, std::string plan_di
       opt_(std::move(opt)) {}
 
 RemoteExpertClient::~RemoteExpertClient() {
-  for (auto& [id, s] : streams_) s->end();
+  for (auto& [id, s] : streams_)
+    if (s) s->end();
 }
 
 void RemoteExpertClient::refresh() {
@@ -64,7 +65,8 @@ const RemoteExpertClient::Usable* RemoteExpertClient::holder_of(int layer, int e
 void RemoteExpertClient::disable() {
   std::lock_guard lk(use_mu_);
   disabled_ = true;
-  for (auto& [id, s] : streams_) s->reset();
+  for (auto& [id, s] : streams_)
+    if (s) s->reset();
   streams_.clear();
 }
 
@@ -86,7 +88,10 @@ void RemoteExpertClient::run_on(const Usable& h, int layer, const std::vector<co
     ExpertsOpen o;
     o.plan = plan_;
     stream = transport_.open_stream(h.id, encode_open(o));
-    if (!stream) throw std::runtime_error("not connected");
+    if (!stream) {
+      streams_.erase(h.id);
+      throw std::runtime_error("not connected");
+    }
   }
   // Requests of at most a message each: rows are cut into pieces that fit.
   const size_t row_bytes = static_cast<size_t>(n_embd_) * sizeof(float);
@@ -172,7 +177,7 @@ void RemoteExpertClient::compute(int layer, const std::vector<Call>& calls) {
       run_on(*h, layer, group);
     } catch (const std::exception& e) {
       if (auto s = streams_.find(h->id); s != streams_.end()) {
-        s->second->reset();
+        if (s->second) s->second->reset();
         streams_.erase(s);
       }
       failed_[h->id] = Clock::now();

@@ -122,23 +122,30 @@ std::vector<RouteTarget> order_shards(std::vector<RouteTarget> serving, const st
       if (answers_to(m, model) && serves_whole(m)) return &m;
     return nullptr;
   };
-  // The plan most nodes follow (ties: the smaller digest).
-  std::map<std::string, std::pair<int, uint32_t>> plans;  // digest -> (nodes, shard count)
+  // The plan most nodes follow (ties: the smaller digest), and the shard count most of its nodes
+  // report (a digest covers its shards, so one node claiming another count is wrong or lying).
+  std::map<std::string, std::map<uint32_t, int>> plans;  // digest -> shard count -> nodes
   for (const auto& t : serving)
-    if (const auto* m = info(t); m && !m->experts.plan.empty()) {
-      auto& p = plans[m->experts.plan];
-      ++p.first;
-      p.second = std::max(p.second, m->experts.count);
-    }
+    if (const auto* m = info(t); m && !m->experts.plan.empty()) ++plans[m->experts.plan][m->experts.count];
   std::string plan;
   uint32_t count = 0;
   int most = 0;
-  for (const auto& [digest, p] : plans)
-    if (p.first > most) {
-      most = p.first;
-      plan = digest;
-      count = p.second;
+  for (const auto& [digest, counts] : plans) {
+    int nodes = 0, best = 0;
+    uint32_t c = 0;
+    for (const auto& [n, k] : counts) {
+      nodes += k;
+      if (k > best) {
+        best = k;
+        c = n;
+      }
     }
+    if (nodes > most) {
+      most = nodes;
+      plan = digest;
+      count = c;
+    }
+  }
   const uint32_t home = count > 0 ? home_shard(session_key, plan, count) : 0;
   struct Ranked {
     size_t index;

@@ -253,3 +253,42 @@ TEST(MoePlanFile, RoundTripsAndRefusesEditedOrHostileFiles) {
 
 }  // namespace
 }  // namespace llmesh::moe
+
+namespace llmesh::moe {
+namespace {
+
+TEST(MoePlanFile, TheVerdictAndTheModelAreChecked) {
+  PlanOptions opt;
+  opt.nodes = 2;
+  opt.overlap = 1;
+  MoePlan plan = plan_experts(*noisy().model, noisy().pool, profile(), eval_set(), opt);
+  ASSERT_TRUE(plan.passes());
+  EXPECT_EQ(plan.model.fingerprint.size(), 16u);
+  // A failing plan edited to say it passes is refused: the stored figures decide.
+  PlanOptions strict = opt;
+  strict.core = 0;
+  strict.gate.min_top1 = 0.999;
+  MoePlan failing = plan_experts(*noisy().model, noisy().pool, profile(), eval_set(), strict);
+  ASSERT_FALSE(failing.passes());
+  nlohmann::json j = failing.to_json();
+  j["passes"] = true;
+  EXPECT_THROW(MoePlan::from_json(j), std::runtime_error);
+  // Another model of the same shape: the copied-expert MoE is refused by its router fingerprint.
+  auto copies = Model::load(test::model_path("stories260K-moe4x2-f32.gguf"));
+  ModelShape other = ModelShape::of(*copies);
+  EXPECT_NE(other.fingerprint, plan.model.fingerprint);
+  try {
+    other.check_matches(plan.model, "the plan");
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("another model of the same shape"), std::string::npos) << e.what();
+  }
+  // A shard of the same model has the same fingerprint (the router is in the trunk).
+  ModelOptions mo;
+  mo.experts = plan.shards()[1];
+  auto shard = Model::load(test::model_path("stories260K-moe4x2-noisy-f32.gguf"), mo);
+  EXPECT_NO_THROW(ModelShape::of(*shard).check_matches(plan.model, "the plan"));
+}
+
+}  // namespace
+}  // namespace llmesh::moe

@@ -121,20 +121,23 @@ TEST(ExactMode, AShardWithItsPeerEqualsTheFullModelBitForBit) {
 }
 
 TEST(ExactMode, ADeadPeerMakesTheShardFallBackToItsOwnExperts) {
-  Engine alone(halves()[0]);
+  Engine alone(halves()[0]), full;
   const auto restricted = alone.logits();
   auto b = std::make_unique<Holder>(halves()[1]);
   RemoteExpertOptions ro;
   ro.timeout = 2s;
-  ro.refresh = 0ms;
+  ro.refresh = 60s;  // a stale list: the dead holder is still offered and its stream found dead
   Asker a(0, ro);
   a.add(*b, 1);
+  EXPECT_EQ(a.engine.logits(), full.logits()) << "with its peer (a stream to it is now open)";
   b->kill();
+  for (int i = 0; i < 40 && a.transport.connected(b->transport->id()); ++i) std::this_thread::sleep_for(50ms);
   // Until the transport notices, the holder may still be offered; either way the answer is
   // the shard's own routing, never an error.
   const auto got = a.engine.logits();
   EXPECT_EQ(got, restricted);
   EXPECT_EQ(a.engine.logits(), restricted);
+  EXPECT_GE(a.client->stats().failures, 1u);
 }
 
 TEST(ExactMode, HoldersBeyondTheRoundTripLimitAreNotAsked) {
