@@ -13,13 +13,13 @@ ExpertServer::~ExpertServer() { stop(); }
 
 void ExpertServer::stop() {
   if (stopping_.exchange(true)) return;
-  std::vector<std::thread> threads;
+  std::vector<Worker> workers;
   {
     std::lock_guard lk(mu_);
     for (auto& s : streams_) s->reset(static_cast<ResetCode>(kResetExpertsStopping));
-    threads.swap(threads_);
+    workers.swap(workers_);
   }
-  for (auto& t : threads) t.join();
+  for (auto& w : workers) w.thread.join();
 }
 
 ExpertServerStats ExpertServer::stats() const {
@@ -35,7 +35,16 @@ void ExpertServer::accept(std::shared_ptr<Stream> stream) {
   } catch (const ExpertFormatError& e) {
     why = e.what();
   }
+  std::vector<Worker> finished;
   std::lock_guard lk(mu_);
+  for (auto it = workers_.begin(); it != workers_.end();)
+    if (*it->done) {
+      finished.push_back(std::move(*it));
+      it = workers_.erase(it);
+    } else {
+      ++it;
+    }
+  for (auto& w : finished) w.thread.join();  // already returned: joins at once
   if (stopping_ || !why.empty() || stats_.streams >= opt_.max_streams) {
     ++stats_.errors;
     if (opt_.log && !why.empty()) opt_.log("experts: refused a stream: " + why);
@@ -47,7 +56,12 @@ void ExpertServer::accept(std::shared_ptr<Stream> stream) {
   ++stats_.streams;
   ++stats_.streams_total;
   streams_.push_back(stream);
-  threads_.emplace_back([this, stream] { serve(stream); });
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  workers_.push_back({std::thread([this, stream, done] {
+                        serve(stream);
+                        *done = true;
+                      }),
+                      done});
 }
 
 void ExpertServer::serve(std::shared_ptr<Stream> stream) {

@@ -54,7 +54,11 @@ class ExpertServer {
   ExpertFfn ffn_;
   std::mutex compute_mu_;
   mutable std::mutex mu_;
-  std::vector<std::thread> threads_;
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Worker> workers_;  // finished ones are joined at the next accept
   std::vector<std::shared_ptr<Stream>> streams_;
   std::atomic<bool> stopping_{false};
   ExpertServerStats stats_;
