@@ -24,9 +24,9 @@ void add_moe_shard_options(CLI::App* sub, MoeShardOptions& o, bool exact) {
 }
 
 std::optional<moe::MoePlan> apply_moe_shard(const MoeShardOptions& o, EngineOptions& engine) {
-  if (!o.enabled()) return std::nullopt;
   if (o.exact && (o.plan.empty() || o.shard < 0))
     throw std::invalid_argument("--moe-exact needs --moe-plan and --moe-shard");
+  if (!o.enabled()) return std::nullopt;
   if (o.plan.empty() || o.shard < 0)
     throw std::invalid_argument("--moe-plan and --moe-shard go together: the plan file and which of its shards to load");
   moe::MoePlan plan = moe::MoePlan::read(o.plan);

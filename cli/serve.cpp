@@ -64,8 +64,8 @@ int run_serve(ServeOptions& o) {
   // A mixture-of-experts shard: the trunk plus the plan's experts for this node (docs/moe.md).
   if (o.moe.enabled() && o.split.enabled())
     throw std::invalid_argument("--moe-plan cannot be combined with --layers or --split");
-  if (o.moe.exact && o.mesh.no_mesh) throw std::invalid_argument("--moe-exact needs the mesh: drop --no-mesh");
   std::optional<moe::MoePlan> plan = apply_moe_shard(o.moe, o.engine);
+  if (o.moe.exact && o.mesh.no_mesh) throw std::invalid_argument("--moe-exact needs the mesh: drop --no-mesh");
   if (o.split.enabled()) {
     if (o.mesh.no_mesh) throw std::invalid_argument("--layers and --split need the mesh: drop --no-mesh");
     o.split.name = o.name;

@@ -179,7 +179,7 @@ nlohmann::json MoePlan::to_json() const {
 }
 
 MoePlan MoePlan::from_json(const nlohmann::json& j) {
-  if (!j.is_object() || j.value("format", "") != "llmesh-moe-plan")
+  if (!j.is_object() || !j.contains("format") || !j["format"].is_string() || j["format"] != "llmesh-moe-plan")
     bad("not a plan file (\"format\" is not \"llmesh-moe-plan\")");
   if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int64_t>() != 1)
     bad("unsupported \"version\" (this llmesh reads version 1)");
@@ -204,7 +204,7 @@ MoePlan MoePlan::from_json(const nlohmann::json& j) {
     bad(fmt::format("'shards' must be an array of {} shards (one per node)", p.nodes));
   TriedGrouping t;
   t.grouping.core = static_cast<int>(number(j, "core", 0, p.model.n_expert, "plan"));
-  t.passes = j.value("passes", false);
+  t.passes = j.contains("passes") && j["passes"].is_boolean() && j["passes"].get<bool>();
   for (size_t i = 0; i < j["shards"].size(); ++i) {
     const auto& s = j["shards"][i];
     if (!s.is_object()) bad(fmt::format("shards[{}] must be an object", i));
@@ -214,12 +214,13 @@ MoePlan MoePlan::from_json(const nlohmann::json& j) {
     if (s.contains("quality") && s["quality"].is_object()) {
       ShardQuality q;
       const auto& qj = s["quality"];
-      q.kl = qj.value("kl", 0.0);
-      q.kl_max = qj.value("kl_max", 0.0);
-      q.top1 = qj.value("top1", 1.0);
-      q.ppl = qj.value("perplexity", 0.0);
-      q.ppl_full = qj.value("perplexity_full", 0.0);
-      q.positions = qj.value("positions", int64_t{0});
+      const std::string w = fmt::format("shards[{}].quality", i);
+      q.kl = number(qj, "kl", 0, 1e9, w);
+      q.kl_max = number(qj, "kl_max", 0, 1e9, w);
+      q.top1 = number(qj, "top1", 0, 1, w);
+      q.ppl = number(qj, "perplexity", 0, 1e300, w);
+      q.ppl_full = number(qj, "perplexity_full", 0, 1e300, w);
+      q.positions = static_cast<int64_t>(number(qj, "positions", 0, 1e15, w));
       t.quality.push_back(q);
     }
   }
@@ -235,8 +236,8 @@ MoePlan MoePlan::from_json(const nlohmann::json& j) {
   if (j.contains("digest") && j["digest"].is_string() && j["digest"].get<std::string>() != p.digest())
     bad("'digest' does not match the shards (the file was edited or damaged)");
   if (j.contains("calibration") && j["calibration"].is_object()) {
-    p.calibration_tokens = j["calibration"].value("tokens", int64_t{0});
-    p.calibration_sequences = j["calibration"].value("sequences", int64_t{0});
+    p.calibration_tokens = static_cast<int64_t>(number(j["calibration"], "tokens", 0, 1e15, "calibration"));
+    p.calibration_sequences = static_cast<int64_t>(number(j["calibration"], "sequences", 0, 1e15, "calibration"));
   }
   return p;
 }
@@ -249,6 +250,8 @@ MoePlan MoePlan::read(const std::string& path) {
   try {
     return from_json(j);
   } catch (const std::runtime_error& e) {
+    throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
+  } catch (const nlohmann::json::exception& e) {  // a field of an unexpected type the checks missed
     throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
   }
 }

@@ -98,7 +98,7 @@ int bounded_int(const nlohmann::json& j, const char* key, int lo, int hi) {
 }  // namespace
 
 ExpertProfile ExpertProfile::from_json(const nlohmann::json& j) {
-  if (!j.is_object() || j.value("format", "") != "llmesh-moe-profile")
+  if (!j.is_object() || !j.contains("format") || !j["format"].is_string() || j["format"] != "llmesh-moe-profile")
     bad("not a ranking file (\"format\" is not \"llmesh-moe-profile\")");
   if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int64_t>() != 1)
     bad("unsupported \"version\" (this llmesh reads version 1)");
@@ -148,6 +148,8 @@ ExpertProfile ExpertProfile::read(const std::string& path) {
   try {
     return from_json(j);
   } catch (const std::runtime_error& e) {
+    throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
+  } catch (const nlohmann::json::exception& e) {  // a field of an unexpected type the checks missed
     throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
   }
 }

@@ -292,3 +292,33 @@ TEST(MoePlanFile, TheVerdictAndTheModelAreChecked) {
 
 }  // namespace
 }  // namespace llmesh::moe
+
+namespace llmesh::moe {
+namespace {
+
+TEST(MoePlanFile, FieldsOfTheWrongTypeAreRefusedByName) {
+  PlanOptions opt;
+  opt.nodes = 2;
+  opt.overlap = 1;
+  MoePlan plan = plan_experts(*noisy().model, noisy().pool, profile(), eval_set(), opt);
+  auto refused = [&](auto edit, const char* what) {
+    nlohmann::json k = plan.to_json();
+    edit(k);
+    try {
+      MoePlan::from_json(k);
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  refused([](auto& k) { k["format"] = 3; }, "not a plan file");
+  refused([](auto& k) { k["shards"][0]["quality"]["kl"] = "low"; }, "shards[0].quality.kl");
+  refused([](auto& k) { k["shards"][1]["quality"]["top1"] = 2; }, "shards[1].quality.top1");
+  refused([](auto& k) { k["calibration"]["tokens"] = "many"; }, "calibration.tokens");
+  nlohmann::json p = profile().to_json();
+  p["format"] = nullptr;
+  EXPECT_THROW(ExpertProfile::from_json(p), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace llmesh::moe
