@@ -3,20 +3,19 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <cmath>
 #include <fstream>
 #include <optional>
+#include <sstream>
 
 #include <fmt/format.h>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "cli/engine_options.h"
 #include "cli/mesh_runtime.h"
-#include "cli/spec_options.h"
-#include "cli/split_serving.h"
 #include "cli/moe_shard_options.h"
 #include "cli/moe_shard_serving.h"
+#include "cli/spec_options.h"
+#include "cli/split_serving.h"
 #include "scheduler/scheduler.h"
 #include "server/api_server.h"
 #include "tokenizer/tokenizer.h"
