@@ -1,7 +1,8 @@
 #include "moe/expert_plan.h"
 
+#include "moe/json_file.h"
+
 #include <algorithm>
-#include <fstream>
 #include <set>
 #include <stdexcept>
 
@@ -243,25 +244,10 @@ MoePlan MoePlan::from_json(const nlohmann::json& j) {
 }
 
 MoePlan MoePlan::read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(fmt::format("cannot read the plan file {}", path));
-  auto j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_discarded()) throw std::runtime_error(fmt::format("{} is not valid JSON", path));
-  try {
-    return from_json(j);
-  } catch (const std::runtime_error& e) {
-    throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
-  } catch (const nlohmann::json::exception& e) {  // a field of an unexpected type the checks missed
-    throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
-  }
+  return read_json_file(path, "the plan file", [](const nlohmann::json& j) { return from_json(j); });
 }
 
-void MoePlan::write(const std::string& path) const {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw std::runtime_error(fmt::format("cannot write {}", path));
-  out << to_json().dump(1) << '\n';
-  if (!out) throw std::runtime_error(fmt::format("cannot write {}", path));
-}
+void MoePlan::write(const std::string& path) const { write_json_file(path, to_json()); }
 
 namespace {
 uint64_t view_bytes(const kernels::MatView& v) { return static_cast<uint64_t>(v.row_bytes) * static_cast<uint64_t>(v.rows); }

@@ -1,10 +1,11 @@
 #include "moe/expert_profile.h"
 
+#include "moe/json_file.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <numeric>
 #include <stdexcept>
 
@@ -141,25 +142,10 @@ ExpertProfile ExpertProfile::from_json(const nlohmann::json& j) {
 }
 
 ExpertProfile ExpertProfile::read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(fmt::format("cannot read the ranking file {}", path));
-  auto j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_discarded()) throw std::runtime_error(fmt::format("{} is not valid JSON", path));
-  try {
-    return from_json(j);
-  } catch (const std::runtime_error& e) {
-    throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
-  } catch (const nlohmann::json::exception& e) {  // a field of an unexpected type the checks missed
-    throw std::runtime_error(fmt::format("{}: {}", path, e.what()));
-  }
+  return read_json_file(path, "the ranking file", [](const nlohmann::json& j) { return from_json(j); });
 }
 
-void ExpertProfile::write(const std::string& path) const {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw std::runtime_error(fmt::format("cannot write {}", path));
-  out << to_json().dump(1) << '\n';
-  if (!out) throw std::runtime_error(fmt::format("cannot write {}", path));
-}
+void ExpertProfile::write(const std::string& path) const { write_json_file(path, to_json()); }
 
 ExpertProfile profile_experts(const Model& model, ThreadPool& pool, const std::vector<std::vector<int32_t>>& sequences,
                               int batch, const std::function<void(int64_t, int64_t)>& progress) {
