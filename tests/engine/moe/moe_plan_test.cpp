@@ -37,6 +37,18 @@ ExpertProfile profile() {
 
 CalibrationSet eval_set() { return split_calibration(noisy().all).second; }
 
+// `edit` applied to a file's JSON makes T::from_json refuse it with an error containing `what`.
+template <typename T, typename Edit>
+void expect_refused(nlohmann::json j, Edit edit, const char* what) {
+  edit(j);
+  try {
+    T::from_json(j);
+    ADD_FAILURE() << "accepted: " << what;
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
 TEST(MoeCalibration, TokenizesWithinTheBudgetAndSplitsInTwo) {
   const auto& all = noisy().all;
   EXPECT_LE(all.tokens(), 1200);
@@ -101,16 +113,7 @@ TEST(MoeProfile, TheRankingFileRoundTripsAndHostileFilesAreRefused) {
   EXPECT_EQ(q.model, p.model);
   EXPECT_EQ(q.selected, p.selected);
   for (int l = 0; l < 5; ++l) EXPECT_EQ(q.ranking(l), p.ranking(l));
-  auto refused = [&](auto edit, const char* what) {
-    nlohmann::json j = p.to_json();
-    edit(j);
-    try {
-      ExpertProfile::from_json(j);
-      ADD_FAILURE() << "accepted: " << what;
-    } catch (const std::runtime_error& e) {
-      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
-    }
-  };
+  auto refused = [&](auto edit, const char* what) { expect_refused<ExpertProfile>(p.to_json(), edit, what); };
   refused([](auto& j) { j["format"] = "other"; }, "not a ranking file");
   refused([](auto& j) { j["version"] = 2; }, "version");
   refused([](auto& j) { j["model"]["n_expert"] = 0; }, "'n_expert' is 0");
@@ -226,16 +229,7 @@ TEST(MoePlanFile, RoundTripsAndRefusesEditedOrHostileFiles) {
   EXPECT_EQ(back.shards(), plan.shards());
   EXPECT_TRUE(back.passes());
   EXPECT_EQ(back.shard_bytes, plan.shard_bytes);
-  auto refused = [&](auto edit, const char* what) {
-    nlohmann::json k = plan.to_json();
-    edit(k);
-    try {
-      MoePlan::from_json(k);
-      ADD_FAILURE() << "accepted: " << what;
-    } catch (const std::runtime_error& e) {
-      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
-    }
-  };
+  auto refused = [&](auto edit, const char* what) { expect_refused<MoePlan>(plan.to_json(), edit, what); };
   refused([](auto& k) { k["shards"][0]["experts"][0] = {0, 9}; }, "not an expert 0..3");
   refused([](auto& k) { k["shards"][0]["experts"][1] = {1, 1}; }, "lists expert 1 twice");
   refused([](auto& k) { k["shards"][0]["experts"][2] = nlohmann::json::array(); }, "non-empty array");
@@ -301,16 +295,7 @@ TEST(MoePlanFile, FieldsOfTheWrongTypeAreRefusedByName) {
   opt.nodes = 2;
   opt.overlap = 1;
   MoePlan plan = plan_experts(*noisy().model, noisy().pool, profile(), eval_set(), opt);
-  auto refused = [&](auto edit, const char* what) {
-    nlohmann::json k = plan.to_json();
-    edit(k);
-    try {
-      MoePlan::from_json(k);
-      ADD_FAILURE() << "accepted: " << what;
-    } catch (const std::runtime_error& e) {
-      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
-    }
-  };
+  auto refused = [&](auto edit, const char* what) { expect_refused<MoePlan>(plan.to_json(), edit, what); };
   refused([](auto& k) { k["format"] = 3; }, "not a plan file");
   refused([](auto& k) { k["shards"][0]["quality"]["kl"] = "low"; }, "shards[0].quality.kl");
   refused([](auto& k) { k["shards"][1]["quality"]["top1"] = 2; }, "shards[1].quality.top1");
