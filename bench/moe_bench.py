@@ -47,6 +47,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import split_bench as sb  # noqa: E402  (CPU-noise helpers)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SHARED = os.path.join(ROOT, "..", "shared")
@@ -63,33 +66,8 @@ def log(msg):
     print(f"moe_bench: {msg}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# CPU noise (as split_bench / spec_bench: /proc/stat against our own and our children's time)
-
-def cpu_snapshot():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
-    total = busy + v[3] + v[4]
-    with open("/proc/self/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ours = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
-    return total, busy, ours
-
-
-def others_cpu(before, after):
-    total = after[0] - before[0]
-    return max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / total) if total > 0 else 0.0
-
-
-def wait_quiet(limit, timeout):
-    t0 = time.monotonic()
-    while True:
-        a = cpu_snapshot()
-        time.sleep(2)
-        busy = others_cpu(a, cpu_snapshot())
-        if busy <= limit or time.monotonic() - t0 > timeout:
-            return round(busy, 3), round(time.monotonic() - t0, 1)
+# CPU noise: split_bench's helpers (/proc/stat against our own and our children's time).
+cpu_snapshot, others_cpu, wait_quiet = sb.cpu_snapshot, sb.others_cpu, sb.wait_quiet
 
 
 def loadavg():

@@ -65,13 +65,7 @@ def log(msg):
     print(f"spec_bench: {msg}", file=sys.stderr, flush=True)
 
 
-def cpu_snapshot(pids=()):
-    """split_bench.cpu_snapshot, with the CPU time of this process's finished children (llmesh run,
-    llmesh bench) counted as ours too."""
-    total, busy, ours = sb.cpu_snapshot(list(pids))
-    with open("/proc/self/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return total, busy, ours + int(fields[13]) + int(fields[14])
+cpu_snapshot = sb.cpu_snapshot  # counts this process's finished children (llmesh run, llmesh bench) as ours
 
 
 def median_ratio(xs, base):

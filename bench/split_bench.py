@@ -67,8 +67,9 @@ def http_json(port, path, timeout=10):
         return json.loads(r.read())
 
 
-def cpu_snapshot(pids):
-    """(wall jiffies of all CPUs, busy jiffies of all CPUs, jiffies of `pids` and of this process)."""
+def cpu_snapshot(pids=()):
+    """(wall jiffies of all CPUs, busy jiffies of all CPUs, jiffies of `pids`, of this process and of
+    its finished children such as `llmesh bench` runs)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
@@ -79,6 +80,8 @@ def cpu_snapshot(pids):
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             ours += int(fields[11]) + int(fields[12])
+            if pid == os.getpid():
+                ours += int(fields[13]) + int(fields[14])  # cutime, cstime
         except OSError:
             pass
     return total, busy, ours
