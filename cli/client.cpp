@@ -25,9 +25,12 @@ struct ClientOptions {
 int run_client(ClientOptions& o) {
   if (o.api_key.empty())
     if (const char* k = std::getenv("LLMESH_API_KEY")) o.api_key = k;
-  if (o.mesh.join.empty() && !std::getenv("LLMESH_JOIN") &&
-      !std::filesystem::exists(mesh::default_home() / "peers.json"))
-    throw std::runtime_error("a client needs a mesh: --join TOKEN (ask a member to run `llmesh invite`)");
+  if (o.mesh.join.empty() && !o.mesh.discovery.auto_join && !std::getenv("LLMESH_JOIN") &&
+      !std::filesystem::exists(mesh::default_home() / "peers.json") &&
+      !(o.mesh.lan.lan() && std::filesystem::exists(mesh::default_home() / "mesh.json")))
+    throw std::runtime_error(
+        "a client needs a mesh: --join TOKEN (ask a member to run `llmesh invite`), or --auto to join a public "
+        "mesh found on nostr relays, or --discovery lan with the mesh's secret in $LLMESH_HOME/mesh.json");
   LocalNode local;
   local.role = gossip::Role::client;
   local.api_key = o.api_key;

@@ -77,13 +77,27 @@ void add_mesh_options(CLI::App* sub, MeshCliOptions& o, bool client) {
       ->check(CLI::Range(1, 600))
       ->capture_default_str()
       ->group("Mesh");
+  add_discovery_options(sub, o.discovery, client);
+  add_lan_options(sub, o.lan);
 }
 
 MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
     : opt_(opt), local_(std::move(local)), quiet_(quiet), home_(mesh::default_home()) {
-  if (opt_.join.empty())
+  const DiscoveryCliOptions& disc = opt_.discovery;
+  if (disc.auto_join && !opt_.join.empty())
+    throw std::invalid_argument("--auto and --join both choose the mesh to join: give one of them");
+  if (opt_.join.empty() && !disc.auto_join)
     if (const char* j = std::getenv("LLMESH_JOIN")) opt_.join = j;
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+  if (disc.publish || disc.auto_join) relays_ = resolve_relays(disc.relays);
+  // A private mesh's listing would invite anyone in: --publish only ever publishes a public one.
+  auto refuse_private = [&](const invite::MeshSecret& s, const std::string& whose) {
+    if (disc.publish && !s.is_public())
+      throw std::runtime_error(
+          "--publish: " + whose + " mesh " + s.mesh_id_hex().substr(0, 8) +
+          " is private, and a private mesh is never published. For a public mesh: --publish without --join "
+          "in a home with no private mesh (LLMESH_HOME=DIR), or join one with --auto");
+  };
 
   const fs::path secret_path = home_ / "mesh.json";
   invite::MeshSecret secret;
@@ -94,6 +108,7 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
       throw std::runtime_error("--join: " + d.error + " (" + invite::invite_error_name(d.code) + ", token " +
                                invite::redact_token(opt_.join) + ")");
     secret = d.invite->mesh;
+    refuse_private(secret, "the token's");
     token_expires = d.invite->expires;
     seeds_ = d.invite->nodes;
     auto saved = invite::try_load_mesh_secret(secret_path);
@@ -104,14 +119,18 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
                      secret_path.c_str());
       invite::save_mesh_secret(secret, secret_path);
     }
+  } else if (disc.auto_join) {
+    secret = resolve_auto();  // saved once a join succeeds
   } else if (auto saved = invite::try_load_mesh_secret(secret_path)) {
     secret = *saved;
+    refuse_private(secret, "this home's (" + secret_path.string() + ")");
   } else {
-    secret = invite::MeshSecret::create();
+    secret = disc.publish ? invite::MeshSecret::create_public() : invite::MeshSecret::create();
     invite::save_mesh_secret(secret, secret_path);
     if (!quiet_)
-      std::fprintf(stderr, "llmesh: created a new private mesh %s (secret in %s); `llmesh invite` prints a token\n",
-                   secret.mesh_id_hex().substr(0, 8).c_str(), secret_path.c_str());
+      std::fprintf(stderr, "llmesh: created a new %s mesh %s (%s in %s); `llmesh invite` prints a token\n",
+                   secret.is_public() ? "public" : "private", secret.mesh_id_hex().substr(0, 8).c_str(),
+                   secret.is_public() ? "its id" : "secret", secret_path.c_str());
   }
 
   mesh::MeshNodeOptions mo;
@@ -160,10 +179,13 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
     return out;
   });
   router_->set_self([this] { return load_state(); });
+  if (opt_.lan.lan()) lan_ = std::make_unique<LanJoin>(*node_, opt_.lan, quiet_);
 }
 
 MeshRuntime::~MeshRuntime() {
   stopping_ = true;
+  lan_.reset();  // waits for a join it started
+  if (publisher_) publisher_->stop();
   if (refresher_.joinable()) refresher_.join();
   if (forward_) forward_->stop();
   if (node_) node_->stop();
@@ -183,6 +205,7 @@ gossip::NodeState MeshRuntime::load_state() const {
   gossip::NodeState s = node_ ? node_->state() : gossip::NodeState{};
   s.role = local_.role;
   s.software_version = std::string("llmesh/") + LLMESH_VERSION;
+  s.wanted = opt_.discovery.wants;
   if (local_.model) {
     const auto* m = local_.model;
     gossip::ModelInfo info;
@@ -216,6 +239,8 @@ void MeshRuntime::add_endpoints(api::ApiServer& server) {
   server.add_endpoint("GET", "/mesh/status", [this](const httplib::Request&, httplib::Response& res) {
     json st = node_->status_json();
     if (local_.split_status) st["split"] = local_.split_status();
+    if (lan_) st["lan"] = lan_->status_json();
+    st["discovery"] = discovery_status();
     res.set_content(st.dump(), "application/json");
   });
   // Invites carry the mesh secret: only a caller that can read this node's node.json (its own
@@ -243,6 +268,11 @@ void MeshRuntime::add_endpoints(api::ApiServer& server) {
           throw api::ApiError(400, "invalid_request_error", "'rotate' must be true or false", "rotate");
         bool rotated = false;
         if (body.value("rotate", false)) {
+          if (node_->secret().is_public())
+            throw api::ApiError(400, "invalid_request_error",
+                                "This mesh is public: its secret is derived from its id, so there is nothing to "
+                                "rotate (reason public_mesh_no_rotation)",
+                                "rotate");
           node_->rotate_secret();
           rotated = true;
         }
@@ -275,6 +305,12 @@ json MeshRuntime::on_listening(int api_port) {
   fo.log = [q = quiet_](const std::string& line) {
     if (!q) std::fprintf(stderr, "%s\n", line.c_str());
   };
+  // Per-peer limits on forwarded requests: always on a public mesh (anyone may join it).
+  peer_limits_ = peer_limit_options(opt_.discovery, opt_.discovery.auto_join || node_->secret().is_public());
+  if (peer_limits_) {
+    limiter_ = std::make_shared<mesh::PeerLimits>(*peer_limits_);
+    fo.peer_limits = limiter_;
+  }
   if (local_.model || local_.take_stream) {
     if (local_.model) forward_ = std::make_unique<mesh::ForwardServer>(fo);
     node_->set_stream_handler([this](std::shared_ptr<mesh::Stream> s) {
@@ -299,7 +335,11 @@ json MeshRuntime::on_listening(int api_port) {
   mesh::write_private_file(home_ / kNodeFile, node_file.dump(2) + "\n");
 
   json out = {{"node_id", node_->id().hex()}, {"mesh_address", node_->mesh_address()}};
-  if (!seeds_.empty()) {
+  // Before the join: a node whose saved peers are stale is found on the LAN meanwhile.
+  if (lan_) lan_->start(/*waiting=*/seeds_.empty() && auto_candidates_.empty());
+  if (!auto_candidates_.empty()) {
+    join_auto(out);
+  } else if (!seeds_.empty()) {
     auto r = node_->join(seeds_, std::chrono::seconds(opt_.join_timeout_s));
     out["joined"] = r.ok;
     out["join_ms"] = r.took.count();
@@ -325,6 +365,16 @@ json MeshRuntime::on_listening(int api_port) {
   } else if (!quiet_) {
     std::fprintf(stderr, "llmesh: mesh node %s at %s; invite others with `llmesh invite`\n",
                  node_->id().short_hex().c_str(), node_->mesh_address().c_str());
+  }
+  out["mesh_id"] = node_->secret().mesh_id_hex();
+  out["public"] = node_->secret().is_public();
+  if (opt_.discovery.publish) {
+    publisher_ = std::make_unique<ListingPublisher>(
+        opt_.discovery, relays_, *node_, home_, peer_limits_, [q = quiet_](const std::string& line) {
+          if (!q || line.find("reason") != std::string::npos) std::fprintf(stderr, "llmesh: %s\n", line.c_str());
+        });
+    publisher_->start();
+    out["nostr_pubkey"] = publisher_->public_key();
   }
   refresher_ = std::thread([this] { refresh_state_loop(); });
   return out;
@@ -369,6 +419,7 @@ void MeshRuntime::refresh_state_loop() {
       s.load.active_requests = fresh.load.active_requests;
       s.load.queued = fresh.load.queued;
       s.load.parallel_slots = fresh.load.parallel_slots;
+      s.wanted = fresh.wanted;
       // Throughput in coarse steps, so a busy node does not re-send its record every second.
       double rounded = tps < 1 ? 0 : std::pow(2.0, std::round(std::log2(tps) * 2) / 2);
       s.load.tokens_per_second = std::round(rounded * 10) / 10;
@@ -378,8 +429,128 @@ void MeshRuntime::refresh_state_loop() {
   }
 }
 
+invite::MeshSecret MeshRuntime::resolve_auto() {
+  const DiscoveryCliOptions& d = opt_.discovery;
+  mesh::discovery::MeshPreferences p;
+  p.server = local_.role == gossip::Role::server;
+  p.model = local_.model ? local_.model->id : !d.auto_model.empty() ? d.auto_model : d.wants.empty() ? "" : d.wants[0];
+  p.region = d.region;
+  auto res = discover_meshes(relays_, p, std::chrono::milliseconds(d.discover_timeout_ms));
+  size_t answered = 0;
+  for (const auto& r : res.relays)
+    if (r.value("ok", false)) answered++;
+  for (const auto& r : res.relays)
+    if (!r.value("ok", false) && !quiet_)
+      std::fprintf(stderr, "llmesh: --auto: relay %s skipped: %s (reason relay_failed)\n",
+                   r.value("url", "").c_str(), r.value("error", "").c_str());
+  for (const auto& r : res.refused)
+    if (!quiet_)
+      std::fprintf(stderr, "llmesh: --auto: refused %s (reason %s)\n", r.value("error", "").c_str(),
+                   r.value("reason", "").c_str());
+  for (auto& m : res.meshes) {
+    if (!m.joinable) continue;
+    // A client that asked for a model has no use for a mesh without it.
+    if (!p.server && !p.model.empty() && !m.listing.serves(p.model)) continue;
+    auto_candidates_.push_back(m);
+  }
+  json candidates = json::array();
+  for (const auto& m : auto_candidates_) candidates.push_back(mesh::discovery::found_mesh_json(m));
+  auto_status_ = {{"relays", res.relays},      {"meshes_found", res.meshes.size()},
+                  {"candidates", candidates},  {"refused", res.refused},
+                  {"model", p.model},          {"region", p.region}};
+  if (!quiet_)
+    std::fprintf(stderr, "llmesh: --auto: %zu of %zu relays answered; %zu meshes listed, %zu to try%s%s\n",
+                 answered, relays_.size(), res.meshes.size(), auto_candidates_.size(),
+                 p.model.empty() ? "" : " for ", p.model.c_str());
+  if (auto_candidates_.empty()) {
+    if (!p.server)
+      throw std::runtime_error(fmt::format(
+          "--auto: no public mesh{} to join: {} of {} relays answered, {} meshes listed ({} refused){}",
+          p.model.empty() ? "" : " serving " + p.model, answered, relays_.size(), res.meshes.size(),
+          res.refused.size(), answered == 0 ? "; check --relay / LLMESH_RELAYS" : ""));
+    auto fresh = invite::MeshSecret::create_public();
+    invite::save_mesh_secret(fresh, home_ / "mesh.json");
+    auto_status_["started"] = fresh.mesh_id_hex();
+    if (!quiet_)
+      std::fprintf(stderr, "llmesh: --auto: no public mesh to join; started the public mesh %s%s\n",
+                   fresh.mesh_id_hex().substr(0, 8).c_str(),
+                   opt_.discovery.publish ? "" : " (add --publish so that others find it)");
+    return fresh;
+  }
+  seeds_ = auto_candidates_.front().nodes;
+  return invite::MeshSecret::public_mesh(auto_candidates_.front().listing.mesh_id);
+}
+
+void MeshRuntime::join_auto(json& out) {
+  const auto per_mesh = std::chrono::seconds(std::min(opt_.join_timeout_s, 10));
+  std::string errors;
+  json tried = json::array();
+  for (size_t i = 0; i < auto_candidates_.size(); ++i) {
+    const auto& c = auto_candidates_[i];
+    auto secret = invite::MeshSecret::public_mesh(c.listing.mesh_id);
+    const std::string label = (c.listing.name.empty() ? "" : "'" + c.listing.name + "' ") +
+                              c.listing.mesh_id_hex().substr(0, 8);
+    if (i > 0) node_->switch_mesh(secret);
+    auto r = node_->join(c.nodes, per_mesh);
+    tried.push_back({{"mesh_id", c.listing.mesh_id_hex()}, {"ok", r.ok || r.reached > 0}, {"error", r.error}});
+    if (r.ok || r.reached > 0) {  // admitted: a view still on its way arrives by gossip
+      const fs::path secret_path = home_ / "mesh.json";
+      auto saved = invite::try_load_mesh_secret(secret_path);
+      if (saved && saved->mesh_id != secret.mesh_id && !quiet_)
+        std::fprintf(stderr, "llmesh: leaving mesh %s for the public mesh %s; %s is replaced\n",
+                     saved->mesh_id_hex().substr(0, 8).c_str(), label.c_str(), secret_path.c_str());
+      if (!saved || !(*saved == secret)) invite::save_mesh_secret(secret, secret_path);
+      out["joined"] = true;
+      out["join_ms"] = r.took.count();
+      out["members"] = r.members;
+      auto_status_["joined"] = c.listing.mesh_id_hex();
+      auto_status_["tried"] = tried;
+      if (!quiet_)
+        std::fprintf(stderr, "llmesh: --auto: joined the public mesh %s in %lld ms: %zu members known\n",
+                     label.c_str(), static_cast<long long>(r.took.count()), r.members);
+      return;
+    }
+    errors += (errors.empty() ? "" : "; ") + label + ": " + r.error;
+    if (!quiet_)
+      std::fprintf(stderr, "llmesh: --auto: mesh %s did not admit this node: %s (reason join_failed)%s\n",
+                   label.c_str(), r.error.c_str(), i + 1 < auto_candidates_.size() ? "; trying the next" : "");
+  }
+  auto_status_["tried"] = tried;
+  if (local_.role != gossip::Role::server)
+    throw std::runtime_error("--auto: no public mesh found admitted this node: " + errors);
+  auto fresh = invite::MeshSecret::create_public();
+  node_->switch_mesh(fresh);
+  invite::save_mesh_secret(fresh, home_ / "mesh.json");
+  auto_status_["started"] = fresh.mesh_id_hex();
+  out["joined"] = false;
+  out["join_error"] = errors;
+  if (!quiet_)
+    std::fprintf(stderr, "llmesh: --auto: no mesh found admitted this node; started the public mesh %s\n",
+                 fresh.mesh_id_hex().substr(0, 8).c_str());
+}
+
+json MeshRuntime::discovery_status() const {
+  auto secret = node_->secret();
+  json j = {{"public", secret.is_public()}, {"mesh_id", secret.mesh_id_hex()}};
+  if (publisher_) j["publish"] = publisher_->status();
+  if (!auto_status_.is_null()) j["auto"] = auto_status_;
+  if (limiter_) {
+    auto st = limiter_->stats();
+    const auto& o = limiter_->options();
+    j["peer_limits"] = {{"requests_per_minute", o.requests_per_minute},
+                        {"burst", o.burst},
+                        {"concurrent", o.concurrent},
+                        {"admitted", st.admitted},
+                        {"rate_limited", st.rate_limited},
+                        {"concurrency_limited", st.concurrency_limited}};
+  }
+  return j;
+}
+
 void MeshRuntime::on_stopping() {
   stopping_ = true;
+  if (publisher_) publisher_->stop();
+  if (lan_) lan_->stop();  // no more announcements: nobody joins through a leaving node
   if (node_) node_->begin_leave(std::chrono::milliseconds(1000));
 }
 

@@ -8,12 +8,15 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cli/lan_join.h"
+#include "cli/mesh_discovery.h"
 #include "gossip/node_state.h"
 #include "node/mesh_node.h"
 #include "routing/forward_server.h"
@@ -31,6 +34,8 @@ struct MeshCliOptions {
   std::string mesh_listen = "0.0.0.0";
   std::string advertise;       // host or host:port others dial
   int join_timeout_s = 20;
+  DiscoveryCliOptions discovery;  // nostr: --publish, --auto, --relay... (cli/mesh_discovery.h)
+  LanCliOptions lan;              // --discovery lan, --lan-port, --lan-interval (cli/lan_join.h)
 };
 void add_mesh_options(CLI::App* sub, MeshCliOptions& o, bool client);
 
@@ -69,6 +74,12 @@ class MeshRuntime {
 
  private:
   void refresh_state_loop();
+  // --auto: discovers and ranks public meshes; returns the secret of the best (or of a new
+  // public mesh for a server that found none).
+  invite::MeshSecret resolve_auto();
+  // --auto: joins the candidates in turn until one admits this node.
+  void join_auto(nlohmann::json& out);
+  nlohmann::json discovery_status() const;
   gossip::NodeState load_state() const;
 
   MeshCliOptions opt_;
@@ -80,6 +91,14 @@ class MeshRuntime {
   std::unique_ptr<mesh::ForwardServer> forward_;
   std::string control_key_;
   std::vector<invite::InviteNode> seeds_;
+  // --auto: the public meshes found, best first; on_listening joins the first that admits us.
+  std::vector<std::string> relays_;  // --publish / --auto
+  std::vector<mesh::discovery::FoundMesh> auto_candidates_;
+  nlohmann::json auto_status_;
+  std::unique_ptr<ListingPublisher> publisher_;
+  std::optional<mesh::PeerLimitOptions> peer_limits_;
+  std::shared_ptr<mesh::PeerLimits> limiter_;
+  std::unique_ptr<LanJoin> lan_;  // --discovery lan
   std::atomic<bool> stopping_{false};
   std::thread refresher_;
 };
