@@ -15,6 +15,7 @@ Runner add_serve(CLI::App& app);
 Runner add_client(CLI::App& app);
 Runner add_invite(CLI::App& app);
 Runner add_status(CLI::App& app);
+Runner add_discover(CLI::App& app);
 Runner add_package(CLI::App& app);
 Runner add_fetch(CLI::App& app);
 Runner add_moe(CLI::App& app);

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   add(llmesh::cli::add_client);
   add(llmesh::cli::add_invite);
   add(llmesh::cli::add_status);
+  add(llmesh::cli::add_discover);
   add(llmesh::cli::add_package);
   add(llmesh::cli::add_fetch);
   add(llmesh::cli::add_moe);

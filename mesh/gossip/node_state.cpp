@@ -58,6 +58,7 @@ json to_wire(const NodeState& s) {
   if (!s.mesh_address.empty()) out["m"] = s.mesh_address;
   if (!s.software_version.empty()) out["sw"] = s.software_version;
   if (!models.empty()) out["md"] = std::move(models);
+  if (!s.wanted.empty()) out["wm"] = s.wanted;
   return out;
 }
 
@@ -79,6 +80,12 @@ NodeState node_state_from_wire(const json& v) {
     s.hardware.matmul_gflops = read_double(hw, "gf");
     s.hardware.accelerator = read_string(hw, "acc", kMaxStateString);
   }
+  if (const json* wanted = read_array(v, "wm", kMaxWanted))
+    for (const json& w : *wanted) {
+      if (!w.is_string() || w.get_ref<const std::string&>().size() > kMaxStateString)
+        throw WireError("field 'wm': expected model names of at most 256 bytes");
+      s.wanted.push_back(w.get<std::string>());
+    }
   if (const json* models = read_array(v, "md", kMaxModels)) {
     for (const json& mj : *models) {
       require_map(mj, "md[]");
@@ -183,6 +190,7 @@ json to_json(const NodeState& s) {
             {"queued", s.load.queued},
             {"parallel_slots", s.load.parallel_slots},
             {"tokens_per_second", s.load.tokens_per_second}}},
+          {"wanted", s.wanted},
           {"state_version", s.state_version}};
 }
 

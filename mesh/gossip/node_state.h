@@ -81,6 +81,9 @@ struct NodeState {
   Hardware hardware;
   std::vector<ModelInfo> models;
   Load load;
+  // Models this node's users want that the mesh may not serve (`--want`): a public mesh's
+  // listing shows them, so servers with those models choose it (docs/discovery.md).
+  std::vector<std::string> wanted{};
   // Monotonic per node; a record replaces another only with a higher version. Swim assigns it
   // (update_self bumps it), so callers normally leave it alone.
   std::uint64_t state_version = 0;
@@ -91,6 +94,7 @@ struct NodeState {
 inline constexpr std::size_t kMaxModels = 64;
 inline constexpr std::size_t kMaxLayerRanges = 64;
 inline constexpr std::size_t kMaxAliases = 16;
+inline constexpr std::size_t kMaxWanted = 16;
 inline constexpr std::size_t kMaxStateString = 256;
 inline constexpr std::uint32_t kMaxLayers = 100000;
 inline constexpr std::size_t kMaxExpertShards = 1024;

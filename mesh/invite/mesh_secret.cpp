@@ -34,8 +34,39 @@ MeshSecret MeshSecret::create() {
   return s;
 }
 
+SecretKey MeshSecret::public_secret(const MeshId& id) {
+  ensure_sodium();
+  static const char kContext[] = "llmesh-public-mesh-v1";
+  uint8_t msg[sizeof(kContext) - 1 + 16];
+  std::memcpy(msg, kContext, sizeof(kContext) - 1);
+  std::memcpy(msg + sizeof(kContext) - 1, id.data(), id.size());
+  SecretKey out{};
+  crypto_generichash(out.data(), out.size(), msg, sizeof(msg), nullptr, 0);
+  return out;
+}
+
+MeshSecret MeshSecret::public_mesh(const MeshId& id) {
+  MeshSecret s;
+  s.mesh_id = id;
+  s.secret = public_secret(id);
+  s.epoch = 1;
+  return s;
+}
+
+MeshSecret MeshSecret::create_public() {
+  ensure_sodium();
+  MeshId id;
+  randombytes_buf(id.data(), id.size());
+  return public_mesh(id);
+}
+
+bool MeshSecret::is_public() const { return secret == public_secret(mesh_id); }
+
 void MeshSecret::rotate() {
   ensure_sodium();
+  if (is_public())
+    throw MeshSecretError("mesh " + mesh_id_hex().substr(0, 8) +
+                          " is public: its secret is derived from its id, so there is nothing to rotate");
   if (epoch == UINT32_MAX) throw MeshSecretError("mesh secret epoch overflow; create a new mesh");
   randombytes_buf(secret.data(), secret.size());
   ++epoch;

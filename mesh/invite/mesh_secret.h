@@ -31,8 +31,20 @@ struct MeshSecret {
 
   // A new mesh: random id, random secret, epoch 1.
   static MeshSecret create();
+  // A new public mesh (docs/discovery.md): random id, and the secret everyone can derive from
+  // the id (public_secret), epoch 1. Admission runs unchanged, so anyone who has the mesh id
+  // from a listing gets in, while the proof still binds each connection to a node identity.
+  static MeshSecret create_public();
+  // The secret of the public mesh `id`: BLAKE2b-256 of "llmesh-public-mesh-v1" and the id.
+  static SecretKey public_secret(const MeshId& id);
+  // The public mesh with this id (what a listing's mesh id stands for).
+  static MeshSecret public_mesh(const MeshId& id);
+  // True when the secret is the one derived from the mesh id: a public mesh, whose secret is
+  // no secret and may be published; any other mesh is private and its secret never is.
+  bool is_public() const;
   // Draws a new secret and increments the epoch (same mesh id). Old tokens and proofs stop
   // working: peers still holding the old secret are refused with the stale-epoch reason.
+  // Throws MeshSecretError for a public mesh: it has no secret to rotate.
   void rotate();
 
   std::string mesh_id_hex() const;

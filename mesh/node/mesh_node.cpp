@@ -246,6 +246,13 @@ void MeshNode::on_control(const NodeId& from, const std::vector<uint8_t>& body) 
   if (!std::equal(mesh->begin(), mesh->end(), secret_.mesh_id.begin()) || epoch <= secret_.epoch ||
       epoch > 0xFFFFFFFFu)
     return;
+  if (secret_.is_public()) {
+    // Anyone may join a public mesh: a member that could rotate its secret could lock every
+    // other node out, so public meshes never take a pushed secret.
+    log("mesh: refused a secret rotation from node " + from.short_hex() +
+        ": the mesh is public (reason public_mesh_no_rotation)");
+    return;
+  }
   std::copy(secret->begin(), secret->end(), secret_.secret.begin());
   secret_.epoch = static_cast<uint32_t>(epoch);
   log("mesh: node " + from.short_hex() + " rotated the mesh secret: now at epoch " + std::to_string(epoch) +
@@ -271,12 +278,32 @@ void MeshNode::push_secret_locked() {
 
 uint32_t MeshNode::rotate_secret() {
   std::lock_guard lk(mu_);
-  secret_.rotate();
+  secret_.rotate();  // throws for a public mesh
   if (!opt_.secret_path.empty()) invite::save_mesh_secret(secret_, opt_.secret_path);
   log("mesh: rotated the mesh secret: epoch " + std::to_string(secret_.epoch) + " (fingerprint " +
       secret_.fingerprint() + "); every older invite token stops working");
   push_secret_locked();
   return secret_.epoch;
+}
+
+void MeshNode::switch_mesh(const invite::MeshSecret& secret) {
+  std::vector<NodeId> peers;
+  {
+    std::lock_guard lk(mu_);
+    if (swim_->alive_count() > 1)
+      throw std::logic_error("switch_mesh: this node already has members in mesh " +
+                             secret_.mesh_id_hex().substr(0, 8));
+    secret_ = secret;
+    gossip::NodeState self = swim_->self_state();
+    seed_addresses_.clear();
+    dials_.clear();
+    uint64_t seed = std::random_device{}() ^ (uint64_t(std::random_device{}()) << 32);
+    swim_ = std::make_unique<gossip::Swim>(id_hex_, std::move(self), opt_.swim, seed);
+    for (const auto& p : transport_->peers()) peers.push_back(p.id);
+  }
+  // Connections admitted under the old secret belong to the old mesh.
+  for (const auto& p : peers) transport_->disconnect(p);
+  log("mesh: now in mesh " + secret.mesh_id_hex().substr(0, 8) + (secret.is_public() ? " (public)" : ""));
 }
 
 invite::MeshSecret MeshNode::secret() const {

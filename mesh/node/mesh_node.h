@@ -109,6 +109,11 @@ class MeshNode {
   // Returns the new epoch.
   uint32_t rotate_secret();
   invite::MeshSecret secret() const;
+  // Another mesh for a node that has no member yet (a join that failed everywhere): takes
+  // `secret`, forgets the seeds and gossip state of the old mesh and closes its connections.
+  // Used by `--auto` to fall back to the next mesh found. Throws std::logic_error when a member
+  // is alive.
+  void switch_mesh(const invite::MeshSecret& secret);
 
   // Graceful leave: announce it, let it spread (at most `max`), then stop.
   void leave(std::chrono::milliseconds max = std::chrono::milliseconds(1000));

@@ -9,6 +9,7 @@ constexpr ResetCode kRefused = ResetCode::REFUSED;
 #include <httplib.h>
 
 #include <cstdio>
+#include <optional>
 #include <system_error>
 #include <vector>
 
@@ -36,8 +37,8 @@ struct ForwardServer::Exchange {
 
 namespace {
 
-std::string error_json(const std::string& message, const char* code) {
-  nlohmann::json j = {{"error", {{"message", message}, {"type", "invalid_request_error"}, {"param", nullptr}, {"code", code}}}};
+std::string error_json(const std::string& message, const char* code, const char* type = "invalid_request_error") {
+  nlohmann::json j = {{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}};
   return j.dump();
 }
 
@@ -196,6 +197,25 @@ void ForwardServer::run(Exchange& ex) {
       s.end();
     }
     return;
+  }
+
+  // A public mesh's per-peer limits (routing/peer_limits.h): over them, 429 at once.
+  std::optional<PeerLimits::Ticket> ticket;
+  if (opt_.peer_limits) {
+    auto d = opt_.peer_limits->admit(s.peer());
+    if (!d.ticket) {
+      log(fmt::format("refused a request from {}: {} (reason {})", who, d.message, d.reason));
+      std::string err = error_json(d.message, d.reason.c_str(), "rate_limit_error");
+      count(&Stats::rate_limited);
+      release.now();
+      if (write_all(routing::encode_response_head({429u, "application/json"})) &&
+          write_all(bytes_of(err.data(), err.size()))) {
+        ex.ended = true;
+        s.end();
+      }
+      return;
+    }
+    ticket.emplace(std::move(*d.ticket));
   }
 
   httplib::Client cli(opt_.host, opt_.port);

@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "routing/peer_limits.h"
 #include "transport/stream.h"
 
 namespace llmesh::mesh {
@@ -37,6 +38,8 @@ struct ForwardServerOptions {
   std::chrono::milliseconds write_stall_timeout{60000};  // caller not reading for this long: reset
   std::chrono::seconds local_read_timeout{600};        // the local API's silence limit
   std::chrono::milliseconds poll_interval{50};         // how often caller resets are looked for
+  // Per-peer limits (a public mesh); null: none.
+  std::shared_ptr<PeerLimits> peer_limits;
   // One line per refused or failed stream. Default: stderr.
   std::function<void(const std::string&)> log;
 };
@@ -64,6 +67,7 @@ class ForwardServer {
     uint64_t completed = 0;    // answered to the end
     uint64_t cancelled = 0;    // the caller reset the stream (or stop())
     uint64_t failed = 0;       // the local API failed
+    uint64_t rate_limited = 0;  // answered 429: over the peer's limits
     size_t active = 0;
     uint64_t body_bytes = 0;   // announced bodies of the running exchanges
   };

@@ -86,6 +86,23 @@ TEST(GossipEncoding, ModelAliasesContextAndCreated) {
   b = j; b["md"][0]["cr"] = UINT64_MAX; refuse(b);
 }
 
+TEST(GossipEncoding, WantedModels) {
+  NodeState s = full_state();
+  s.wanted = {"qwen3-8b", "llama-3-70b"};
+  json j = to_wire(s);
+  EXPECT_EQ(j["wm"], json::array({"qwen3-8b", "llama-3-70b"}));
+  EXPECT_FALSE(to_wire(full_state()).contains("wm"));  // left out when empty: older nodes never see it
+  EXPECT_EQ(decode_node_state(encode_node_state(s)), s);
+  EXPECT_EQ(to_json(s)["wanted"], json::array({"qwen3-8b", "llama-3-70b"}));
+  auto refuse = [](json bad) {
+    EXPECT_THROW(decode_node_state(json::to_msgpack(bad)), WireError) << bad.dump();
+  };
+  json b = j; b["wm"] = "qwen"; refuse(b);
+  b = j; b["wm"] = json::array({7}); refuse(b);
+  b = j; b["wm"] = json::array({std::string(300, 'x')}); refuse(b);
+  b = j; b["wm"] = json::array(); for (int i = 0; i < 17; ++i) b["wm"].push_back("m"); refuse(b);
+}
+
 TEST(GossipEncoding, NodeStateWrongTypesRefused) {
   auto refuse = [](json j) {
     auto bytes = json::to_msgpack(j);
