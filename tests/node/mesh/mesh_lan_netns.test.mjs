@@ -149,3 +149,18 @@ test('the announcements on the wire carry no part of the secret or of a token', 
   assert.equal(fromA.at(-1).msg.readUInt16BE(56), Number(a.meshAddress.split(':')[1]));
   assert.equal(fromA.at(-1).msg.readUInt16BE(58), 2, 'A announces 2 members alive');
 }));
+
+test('after a rotation A and B announce the new fingerprint and stay one mesh', cluster.guard(async (t) => {
+  if (skipUnless(t)) return;
+  const old = fingerprintOf(captured.filter((x) => x.from === netnsAddr(1)).at(-1).msg);
+  const since = captured.length;
+  await a.invite({ rotate: true });
+  const fresh = (who) => captured.slice(since).filter((x) => x.from === netnsAddr(who) && fingerprintOf(x.msg) !== old);
+  await until(() => fresh(1).length && fresh(2).length, { timeoutMs: 10000, label: 'the new fingerprint from A and B' });
+  assert.equal(fingerprintOf(fresh(1)[0].msg), fingerprintOf(fresh(2)[0].msg));
+  const [sa, sb] = [await a.status(), await b.status()];
+  assert.equal(sb.mesh.epoch, 2);
+  assert.equal(aliveCount(sa), 2);
+  assert.equal(aliveCount(sb), 2);
+  assert.equal(memberOf(sa, c), undefined);
+}));
