@@ -4,7 +4,10 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -203,6 +206,47 @@ class TestServer {
   std::mutex mu_;
   std::vector<std::string> raw_;
   std::vector<json> stored_;
+};
+
+// tests/node/discovery/relay.mjs (@nostr-relay/core, an independent implementation) as a child
+// process, stopped with the test. url() is empty when node or the npm packages are missing.
+class NodeRelay {
+ public:
+  NodeRelay() {
+    fs::path root = LLMESH_SOURCE_DIR;
+    if (!fs::exists(root / "tests/node/node_modules/@nostr-relay/core") || !fs::exists(root / "tests/node/node_modules/ws"))
+      return;
+    int out[2];
+    if (::pipe(out) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(out[1], 1);
+      ::close(out[0]);
+      ::close(out[1]);
+      std::string script = (root / "tests/node/discovery/relay.mjs").string();
+      ::execlp("node", "node", script.c_str(), "--port", "0", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    // The first line is {"url": ...}; EOF (no node) leaves url_ empty.
+    std::string line;
+    char c;
+    while (::read(out[0], &c, 1) == 1 && c != '\n') line.push_back(c);
+    ::close(out[0]);
+    auto j = json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("url")) url_ = j["url"];
+  }
+  ~NodeRelay() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  const std::string& url() const { return url_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string url_;
 };
 
 // A port nothing listens on (bound, then closed: connection refused).
@@ -464,4 +508,33 @@ TEST(NostrRelay, WssTrustsTheGivenCaFileAndRefusesOtherwise) {
   EXPECT_FALSE(no_ca[0].ok);
   EXPECT_TRUE(contains(no_ca[0].error, "cannot load CA file")) << no_ca[0].error;
   fs::remove_all(dir);
+}
+
+TEST(NostrRelay, InteroperatesWithNostrRelayCore) {
+  NodeRelay relay;
+  if (relay.url().empty()) GTEST_SKIP() << "node or tests/node/node_modules is missing (npm ci in tests/node)";
+  NostrKey key = NostrKey::generate();
+  NostrEvent v1 = listing(key, "first \"listing\"\n\xf0\x9f\x9a\x80 \x01");
+  NostrEvent v2 = v1;  // the same address (kind, pubkey, d), newer: replaces v1
+  v2.created_at += 60;
+  v2.content = "second listing";
+  key.sign(v2);
+  NostrEvent forged = v1;
+  forged.content = "forged";
+  forged.id = compute_id(forged);
+
+  auto ok1 = publish_event({relay.url()}, v1, quick(milliseconds(10000)));
+  EXPECT_TRUE(ok1[0].ok) << ok1[0].error;
+  auto ok2 = publish_event({relay.url()}, v2, quick(milliseconds(10000)));
+  EXPECT_TRUE(ok2[0].ok) << ok2[0].error;
+  auto refused = publish_event({relay.url()}, forged, quick(milliseconds(10000)));
+  EXPECT_FALSE(refused[0].ok);
+  EXPECT_TRUE(contains(refused[0].error, "refused: ")) << refused[0].error;
+
+  json filter = {{"kinds", {30078}}, {"authors", {key.public_hex()}}, {"#d", {"mesh"}}};
+  auto found = query_relays({relay.url()}, filter, quick(milliseconds(10000)));
+  ASSERT_TRUE(found[0].ok) << found[0].error;
+  ASSERT_EQ(found[0].events.size(), 1u);
+  EXPECT_EQ(found[0].events[0].id, v2.id);
+  EXPECT_EQ(found[0].rejected, 0u);
 }
