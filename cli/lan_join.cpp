@@ -38,7 +38,8 @@ void add_lan_options(CLI::App* sub, LanCliOptions& o) {
                   "network and joins nodes of the same mesh heard there (docs/lan-discovery.md); repeatable or "
                   "comma separated")
       ->delimiter(',')
-      ->check(CLI::Validator(known, "METHOD", "discovery method"))
+      ->check(CLI::Validator(known, "", "discovery method"))
+      ->type_name("METHOD")
       ->group("Mesh");
   sub->add_option("--lan-port", o.lan_port, "UDP port of LAN discovery (group 239.255.77.77)")
       ->check(CLI::Range(1, 65535))
