@@ -42,8 +42,9 @@ struct Fields {
   uint32_t count(const char* key, uint32_t max = 1u << 24) const {
     const json* v = get(key);
     if (!v) return 0;
-    if (!v->is_number_unsigned() || v->get<uint64_t>() > max) fail(key, fmt::format("must be an integer in 0..{}", max));
-    return static_cast<uint32_t>(v->get<uint64_t>());
+    if (!v->is_number_integer() || v->get<int64_t>() < 0 || v->get<int64_t>() > max)
+      fail(key, fmt::format("must be an integer in 0..{}", max));
+    return static_cast<uint32_t>(v->get<int64_t>());
   }
   double number(const char* key, double max) const {
     const json* v = get(key);
@@ -124,9 +125,9 @@ MeshListing MeshListing::from_content(const json& j) {
   if (!j.is_object()) throw ListingError("the content is not a JSON object");
   Fields f{j, ""};
   const json* v = f.get("v");
-  if (!v || !v->is_number_unsigned()) f.fail("v", "missing or not a version number");
-  if (v->get<uint64_t>() != kListingVersion)
-    f.fail("v", fmt::format("version {} is not read by this llmesh (it reads {})", v->get<uint64_t>(), kListingVersion));
+  if (!v || !v->is_number_integer()) f.fail("v", "missing or not a version number");
+  if (v->get<int64_t>() != kListingVersion)
+    f.fail("v", fmt::format("version {} is not read by this llmesh (it reads {})", v->get<int64_t>(), kListingVersion));
   MeshListing l;
   if (!invite::from_hex(f.text("mesh_id", 32, true), l.mesh_id)) f.fail("mesh_id", "must be 32 hex digits");
   l.name = f.text("name", kMaxMeshNameChars);

@@ -214,11 +214,11 @@ TEST(MeshListing, RankingPrefersModelRegionCapacityAndLatency) {
     return f;
   };
   std::vector<FoundMesh> ms = {make(1, {"a"}, "us", 4, 5), make(2, {"b"}, "eu", 4, 5), make(3, {"b"}, "us", 4, 5),
-                               make(4, {"b"}, "us", 0, 5), make(5, {"b"}, "us", 4, 300)};
+                               make(4, {"b"}, "us", 0, 5), make(5, {"b"}, "us", 4, 50)};
   rank_meshes(ms, {.server = false, .model = "b", .region = "us"});
   std::vector<int> order;
   for (auto& m : ms) order.push_back(m.listing.mesh_id[0]);
-  // Model first, then region, free slots, and latency.
+  // Model first, then region; free slots outweigh 45 ms more latency.
   EXPECT_EQ(order, (std::vector<int>{3, 5, 4, 2, 1}));
   for (auto& m : ms) EXPECT_TRUE(m.joinable);
 

@@ -105,7 +105,8 @@ function validMessage(text) {
 
 export async function startRelay({ port = 0, host = '127.0.0.1' } = {}) {
   const repository = new MemoryEventRepository();
-  const relay = new NostrRelay(repository);
+  // No filter-result cache: events injected by a test are served at once.
+  const relay = new NostrRelay(repository, { filterResultCacheTtl: 0 });
   const received = [];
   const wss = new WebSocketServer({ port, host });
   await new Promise((resolve, reject) => {

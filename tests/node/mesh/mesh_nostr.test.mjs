@@ -114,7 +114,7 @@ test('a private mesh is never published', cluster.guard(async () => {
   // With the private mesh's token, and in the private mesh's own home.
   for (const [home, extra] of [[cluster.newHome(), ['--join', token]], [p.home, []]]) {
     const r = await llmesh(['serve', '-m', modelPath('stories260K-f32.gguf'), '--port', '0', '--mesh-port', '0', '--publish',
-      '--relay', relay.url], { env: { LLMESH_HOME: home } });
+      '--relay', relay.url, ...extra], { env: { LLMESH_HOME: home } });
     assert.notEqual(r.code, 0, 'refused');
     assert.match(r.stderr, /is private, and a private mesh is never published/);
   }
@@ -143,27 +143,38 @@ test('discover lists the mesh, skipping a dead relay', cluster.guard(async () =>
 }));
 
 test('forged and tampered listings are refused', cluster.guard(async () => {
-  const genuine = listings().find((e) => e.pubkey === a.info.nostr_pubkey);
-  const c = JSON.parse(genuine.content);
-  const evil = { ...c, nodes: [{ address: '127.0.0.1:9', node_id: 'ee'.repeat(32) }] };
-  // 1. Content changed, id and signature kept: the id no longer matches.
-  relay.inject({ ...genuine, content: JSON.stringify(evil), created_at: genuine.created_at + 1 });
-  // 2. Content changed and the id recomputed, the old signature kept.
-  const t2 = { ...genuine, content: JSON.stringify({ ...evil, name: 'evil-2' }), created_at: genuine.created_at + 2 };
-  t2.id = getEventHash(t2);
-  relay.inject(t2);
-  // 3. A's public key claimed, signed by another key.
-  const other = generateSecretKey();
-  const forged = finalizeEvent({ kind: 30078, created_at: genuine.created_at + 3, tags: genuine.tags, content: JSON.stringify(evil) }, other);
-  relay.inject({ ...forged, pubkey: genuine.pubkey });
-  const d = await discover([relay.url]);
-  const r = d.relays.find((x) => x.url === relay.url);
-  assert.ok(r.rejected >= 3, `rejected ${r.rejected}: ${JSON.stringify(r)}`);
-  assert.ok(r.rejections.some((x) => /bad_id/.test(x)), JSON.stringify(r.rejections));
-  assert.ok(r.rejections.some((x) => /bad_signature/.test(x)), JSON.stringify(r.rejections));
-  const m = d.meshes.find((x) => x.mesh_id === meshIdOf(a));
-  assert.deepEqual(m.nodes, [{ address: a.meshAddress, node_id: a.id }], 'only the genuine listing counts');
-  assert.ok(!d.meshes.some((x) => x.name === 'evil-2'));
+  // On a relay of their own: a relay keeps one event per id, and A keeps publishing to the main one.
+  const evilRelay = await startRelay();
+  try {
+    const genuine = listings().find((e) => e.pubkey === a.info.nostr_pubkey);
+    const c = JSON.parse(genuine.content);
+    const evil = { ...c, nodes: [{ address: '127.0.0.1:9', node_id: 'ee'.repeat(32) }] };
+    // 1. Content changed, id and signature kept: the id no longer matches.
+    evilRelay.inject({ ...genuine, content: JSON.stringify(evil), created_at: genuine.created_at + 1 });
+    // 2. Content changed and the id recomputed, the old signature kept.
+    const t2 = { ...genuine, content: JSON.stringify({ ...evil, name: 'evil-2' }), created_at: genuine.created_at + 2 };
+    t2.id = getEventHash(t2);
+    evilRelay.inject(t2);
+    // 3. A's public key claimed, signed by another key (id computed over A's key).
+    const forged = finalizeEvent({ kind: 30078, created_at: genuine.created_at + 3, tags: genuine.tags, content: JSON.stringify(evil) },
+      generateSecretKey());
+    const f3 = { ...forged, pubkey: genuine.pubkey };
+    f3.id = getEventHash(f3);
+    evilRelay.inject(f3);
+    const d = await discover([evilRelay.url, relay.url]);
+    const r = d.relays.find((x) => x.url === evilRelay.url);
+    assert.equal(r.ok, true);
+    assert.equal(r.events, 0, JSON.stringify(d));
+    assert.equal(r.rejected, 3, JSON.stringify(d));
+    assert.equal(r.rejections.filter((x) => /^bad_id/.test(x)).length, 1, JSON.stringify(r.rejections));
+    assert.equal(r.rejections.filter((x) => /^bad_signature/.test(x)).length, 2, JSON.stringify(r.rejections));
+    const m = d.meshes.find((x) => x.mesh_id === c.mesh_id);
+    assert.deepEqual(m.nodes, [{ address: a.meshAddress, node_id: a.id }], 'only the genuine listing counts');
+    assert.equal(m.name, 'nostr-test');
+    assert.deepEqual(m.relays, [relay.url]);
+  } finally {
+    await evilRelay.stop();
+  }
 }));
 
 test('client --auto joins the best mesh, past one that does not admit it, and chats', cluster.guard(async () => {
