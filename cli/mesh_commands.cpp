@@ -165,6 +165,28 @@ int run_status(StatusOptions& o) {
                   static_cast<unsigned long long>(pp.value("recoveries", uint64_t{0})));
     }
   }
+  if (s.contains("discovery") && s["discovery"].is_object()) {
+    // Public or private, the listing on nostr relays and per-peer limits (docs/discovery.md).
+    const json& d = s["discovery"];
+    std::string line = d.value("public", false) ? "public mesh (anyone may join by its id)" : "private mesh";
+    if (d.contains("publish") && d["publish"].is_object()) {
+      const json& p = d["publish"];
+      size_t relays = p.value("relays", json::array()).size();
+      line += p.contains("event")
+                  ? fmt::format("; listed on {} of {} relays, event {}", p.value("accepted", 0), relays,
+                                p.value("event", "").substr(0, 8))
+                  : std::string("; not published yet");
+    }
+    if (d.contains("auto") && d["auto"].contains("joined"))
+      line += "; joined by --auto";
+    if (d.contains("peer_limits") && d["peer_limits"].is_object()) {
+      const json& l = d["peer_limits"];
+      line += fmt::format("; per peer: {:g}/min, {} at once ({} refused)", l.value("requests_per_minute", 0.0),
+                          l.value("concurrent", 0),
+                          l.value("rate_limited", uint64_t{0}) + l.value("concurrency_limited", uint64_t{0}));
+    }
+    std::printf("%s\n", line.c_str());
+  }
   const auto& g = s["gossip"];
   std::printf("gossip: %.0f bytes/s sent by this node (%llu sent, %llu received)\n",
               g.value("bytes_sent_per_s", 0.0), static_cast<unsigned long long>(g.value("bytes_sent", uint64_t{0})),

@@ -65,6 +65,8 @@ int run_serve(ServeOptions& o) {
     throw std::invalid_argument("--moe-plan cannot be combined with --layers or --split");
   std::optional<moe::MoePlan> plan = apply_moe_shard(o.moe, o.engine);
   if (o.moe.exact && o.mesh.no_mesh) throw std::invalid_argument("--moe-exact needs the mesh: drop --no-mesh");
+  if (o.mesh.no_mesh && (o.mesh.discovery.publish || o.mesh.discovery.auto_join || o.mesh.lan.lan()))
+    throw std::invalid_argument("--publish, --auto and --discovery need the mesh: drop --no-mesh");
   if (o.split.enabled()) {
     if (o.mesh.no_mesh) throw std::invalid_argument("--layers and --split need the mesh: drop --no-mesh");
     o.split.name = o.name;

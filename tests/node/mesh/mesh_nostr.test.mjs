@@ -103,6 +103,9 @@ test('serve --publish: a signed listing of a public mesh, without any secret', c
   assert.ok(pub.accepted >= 1);
   assert.equal(pub.relays.find((r) => r.url === relay.url).ok, true);
   assert.equal(pub.relays.find((r) => r.url === deadRelay).ok, false);
+  const text = await llmesh(['status'], { env: { LLMESH_HOME: a.home } });
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /public mesh \(anyone may join by its id\); listed on 1 of 2 relays, event [0-9a-f]{8}; per peer: 30\/min, 4 at once/);
   // A public mesh has no secret to rotate.
   await assert.rejects(a.invite({ rotate: true }), /public/);
 }));
