@@ -219,6 +219,10 @@ struct Outcome {
   std::string notice;  // the relay's last NOTICE, quoted in a failure
 };
 
+std::string timed_out(const RelayOptions& o, const std::string& phase) {
+  return "timed out after " + std::to_string(o.timeout.count()) + " ms " + phase;
+}
+
 constexpr auto kGoodbye = std::chrono::milliseconds(500);
 
 auto with(boost::system::error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
@@ -278,14 +282,12 @@ asio::awaitable<void> converse(WS& ws, const RelayUrl& url, const tcp::resolver:
   Deadline& d = *dp;
   constexpr bool tls = !std::is_same_v<WS, websocket::stream<beast::tcp_stream>>;
   boost::system::error_code ec;
-  auto failed = [&](const std::string& what) {
-    out.error = d.passed ? "timed out after " + std::to_string(o.timeout.count()) + " ms " + d.phase : what;
-    return !out.error.empty();
-  };
+  // An operation failed: because the deadline passed (and closed the socket), or for `what`.
+  auto fail = [&](std::string what) { out.error = d.passed ? timed_out(o, d.phase) : std::move(what); };
 
   d.phase = "connecting";
   co_await beast::get_lowest_layer(ws).async_connect(endpoints, with(ec));
-  if (ec && failed("cannot connect: " + ec.message())) co_return;
+  if (ec) co_return fail("cannot connect: " + ec.message());
 
   if constexpr (tls) {
     SSL* ssl = ws.next_layer().native_handle();
@@ -301,7 +303,7 @@ asio::awaitable<void> converse(WS& ws, const RelayUrl& url, const tcp::resolver:
     ws.next_layer().set_verify_mode(ssl::verify_peer);
     d.phase = "in the TLS handshake";
     co_await ws.next_layer().async_handshake(ssl::stream_base::client, with(ec));
-    if (ec && failed(tls_failure(ssl, ec))) co_return;
+    if (ec) co_return fail(tls_failure(ssl, ec));
   }
 
   ws.read_message_max(o.max_message_bytes);
@@ -312,13 +314,13 @@ asio::awaitable<void> converse(WS& ws, const RelayUrl& url, const tcp::resolver:
   if (url.port != (url.tls ? 443 : 80)) host += ":" + std::to_string(url.port);
   d.phase = "in the WebSocket handshake";
   co_await ws.async_handshake(host, url.target, with(ec));
-  if (ec && failed("WebSocket handshake failed: " + ec.message())) co_return;
+  if (ec) co_return fail("WebSocket handshake failed: " + ec.message());
 
   ws.text(true);
   d.phase = "sending";
   std::string request = x.request();
   co_await ws.async_write(asio::buffer(request), with(ec));
-  if (ec && failed("cannot send: " + ec.message())) co_return;
+  if (ec) co_return fail("cannot send: " + ec.message());
 
   d.phase = "waiting for " + x.awaited();
   beast::flat_buffer buffer;
@@ -326,20 +328,18 @@ asio::awaitable<void> converse(WS& ws, const RelayUrl& url, const tcp::resolver:
     buffer.clear();
     co_await ws.async_read(buffer, with(ec));
     if (ec == websocket::error::message_too_big) {
-      failed("relay sent a message larger than " + std::to_string(o.max_message_bytes) + " bytes");
-      co_return;
+      co_return fail("relay sent a message larger than " + std::to_string(o.max_message_bytes) + " bytes");
     }
     if (ec == websocket::error::closed) {
       std::string reason(ws.reason().reason.c_str());
-      failed("relay closed the connection before " + x.awaited() + (reason.empty() ? "" : ": " + reason));
-      co_return;
+      co_return fail("relay closed the connection before " + x.awaited() + (reason.empty() ? "" : ": " + reason));
     }
-    if (ec && failed("connection lost " + d.phase + ": " + ec.message())) co_return;
+    if (ec) co_return fail("connection lost " + d.phase + ": " + ec.message());
     if (!ws.got_text()) continue;
     std::string text = beast::buffers_to_string(buffer.data());
     json msg = json::parse(text, nullptr, false);
     if (msg.is_discarded() || !msg.is_array() || msg.empty() || !msg[0].is_string()) {
-      failed("relay sent something that is not a nostr message: " + prefix(text, 80));
+      fail("relay sent something that is not a nostr message: " + prefix(text, 80));
       break;
     }
     const std::string type = msg[0].get<std::string>();
@@ -380,8 +380,7 @@ asio::awaitable<void> talk_to_relay(std::string text, Exchange& x, const RelayOp
     d->passed = true;
   }
   if (d->passed || ec) {
-    out.error = d->passed ? "timed out after " + std::to_string(o.timeout.count()) + " ms " + d->phase
-                          : "cannot resolve " + url.host + ": " + ec.message();
+    out.error = d->passed ? timed_out(o, d->phase) : "cannot resolve " + url.host + ": " + ec.message();
   } else if (url.tls) {
     ssl::context ctx(ssl::context::tls_client);
     ctx.set_default_verify_paths(ec);  // no system store: only ca_file can vouch
