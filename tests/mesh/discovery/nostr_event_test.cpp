@@ -7,6 +7,8 @@
 #include <fstream>
 #include <set>
 
+#include "temp_dir.h"
+
 using namespace llmesh::mesh::discovery;
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -51,21 +53,7 @@ std::string refusal(json j) {
   return error;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "llmesh-nostr-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using llmesh::test::TempDir;
 
 // A row of bip-0340/test-vectors.csv (bitcoin/bips, the final vectors: all 15 rows).
 struct Bip340Row {
@@ -294,7 +282,7 @@ TEST(NostrEvent, ParseRefusesWithReasons) {
 
 TEST(NostrKey, FileCreatedPrivateAndReloaded) {
   TempDir dir;
-  fs::path file = dir.path() / "home" / "nostr.key";
+  fs::path file = dir.path / "home" / "nostr.key";
   NostrKey k1 = NostrKey::load_or_create(file);
   ASSERT_TRUE(fs::exists(file));
   EXPECT_EQ(fs::status(file).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
@@ -310,7 +298,7 @@ TEST(NostrKey, FileCreatedPrivateAndReloaded) {
 
 TEST(NostrKey, OpenOrDamagedFilesAreRefused) {
   TempDir dir;
-  fs::path file = dir.path() / "nostr.key";
+  fs::path file = dir.path / "nostr.key";
   auto refused = [&](const char* needle) {
     try {
       NostrKey::load_or_create(file);

@@ -20,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include "temp_dir.h"
+
 namespace llmesh::mesh::test {
 
 inline std::string random_bytes(size_t n, uint32_t seed) {
@@ -40,17 +42,7 @@ inline void write_all(const std::filesystem::path& p, const std::string& data) {
   out.write(data.data(), static_cast<std::streamsize>(data.size()));
 }
 
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "llmesh-fetch-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
+using llmesh::test::TempDir;
 
 template <class ServerT = httplib::Server>
 class FileServerT {

@@ -9,26 +9,14 @@
 #include <fstream>
 #include <unordered_set>
 
+#include "temp_dir.h"
+
 namespace fs = std::filesystem;
 using namespace llmesh::mesh;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "llmesh-id-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using llmesh::test::TempDir;
 
 unsigned mode_of(const fs::path& p) {
   struct stat st {};
@@ -91,7 +79,7 @@ TEST(NodeIdentity, GenerateGivesDistinctKeys) {
 
 TEST(NodeIdentity, CreatesThenLoadsTheSameKeyWithPrivatePermissions) {
   TempDir tmp;
-  fs::path home = tmp.path() / "sub" / ".llmesh";
+  fs::path home = tmp.path / "sub" / ".llmesh";
   auto a = NodeIdentity::load_or_create(home);
   EXPECT_EQ(mode_of(home), 0700u);
   EXPECT_EQ(mode_of(home / "identity.pem"), 0600u);
@@ -109,13 +97,13 @@ TEST(NodeIdentity, CreatesThenLoadsTheSameKeyWithPrivatePermissions) {
 
 TEST(NodeIdentity, RefusesAKeyReadableByOthers) {
   TempDir tmp;
-  auto a = NodeIdentity::load_or_create(tmp.path());
-  fs::path file = tmp.path() / "identity.pem";
+  auto a = NodeIdentity::load_or_create(tmp.path);
+  fs::path file = tmp.path / "identity.pem";
   ::chmod(file.c_str(), 0644);
   std::string err = error_of(file);
   EXPECT_NE(err.find("0644"), std::string::npos) << err;
   EXPECT_NE(err.find("too open"), std::string::npos) << err;
-  EXPECT_THROW(NodeIdentity::load_or_create(tmp.path()), IdentityError);
+  EXPECT_THROW(NodeIdentity::load_or_create(tmp.path), IdentityError);
   ::chmod(file.c_str(), 0640);
   EXPECT_THROW(NodeIdentity::load(file), IdentityError);
   ::chmod(file.c_str(), 0600);
@@ -126,7 +114,7 @@ TEST(NodeIdentity, RefusesAKeyReadableByOthers) {
 
 TEST(NodeIdentity, CorruptOrForeignKeysAreClearErrors) {
   TempDir tmp;
-  fs::path file = tmp.path() / "identity.pem";
+  fs::path file = tmp.path / "identity.pem";
   auto write = [&](const std::string& text) {
     std::ofstream(file, std::ios::binary | std::ios::trunc) << text;
     ::chmod(file.c_str(), 0600);
@@ -151,13 +139,13 @@ TEST(NodeIdentity, CorruptOrForeignKeysAreClearErrors) {
   EVP_PKEY_free(ec);
   EXPECT_NE(error_of(file).find("not an Ed25519"), std::string::npos) << error_of(file);
   // Missing file / directory in place of the file.
-  EXPECT_NE(error_of(tmp.path() / "nope.pem").find("no such file"), std::string::npos);
-  fs::create_directory(tmp.path() / "dir.pem");
-  ::chmod((tmp.path() / "dir.pem").c_str(), 0700);
-  EXPECT_THROW(NodeIdentity::load(tmp.path() / "dir.pem"), IdentityError);
+  EXPECT_NE(error_of(tmp.path / "nope.pem").find("no such file"), std::string::npos);
+  fs::create_directory(tmp.path / "dir.pem");
+  ::chmod((tmp.path / "dir.pem").c_str(), 0700);
+  EXPECT_THROW(NodeIdentity::load(tmp.path / "dir.pem"), IdentityError);
   // load_or_create never overwrites a corrupt key with a new one.
   write("garbage");
-  EXPECT_THROW(NodeIdentity::load_or_create(tmp.path()), IdentityError);
+  EXPECT_THROW(NodeIdentity::load_or_create(tmp.path), IdentityError);
   std::ifstream in(file);
   std::string still;
   std::getline(in, still);
@@ -167,9 +155,9 @@ TEST(NodeIdentity, CorruptOrForeignKeysAreClearErrors) {
 TEST(NodeIdentity, SaveAndLoadRoundTrip) {
   TempDir tmp;
   auto a = NodeIdentity::generate();
-  a.save(tmp.path() / "k.pem");
-  EXPECT_EQ(mode_of(tmp.path() / "k.pem"), 0600u);
-  EXPECT_EQ(NodeIdentity::load(tmp.path() / "k.pem").id(), a.id());
+  a.save(tmp.path / "k.pem");
+  EXPECT_EQ(mode_of(tmp.path / "k.pem"), 0600u);
+  EXPECT_EQ(NodeIdentity::load(tmp.path / "k.pem").id(), a.id());
 }
 
 TEST(NodeIdentity, SignAndVerify) {
