@@ -185,7 +185,7 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
 MeshRuntime::~MeshRuntime() {
   stopping_ = true;
   lan_.reset();  // waits for a join it started
-  if (publisher_) publisher_->stop();
+  stop_publisher();
   if (refresher_.joinable()) refresher_.join();
   if (forward_) forward_->stop();
   if (node_) node_->stop();
@@ -369,12 +369,14 @@ json MeshRuntime::on_listening(int api_port) {
   out["mesh_id"] = node_->secret().mesh_id_hex();
   out["public"] = node_->secret().is_public();
   if (opt_.discovery.publish) {
-    publisher_ = std::make_unique<ListingPublisher>(
+    auto publisher = std::make_unique<ListingPublisher>(
         opt_.discovery, relays_, *node_, home_, peer_limits_, [q = quiet_](const std::string& line) {
           if (!q || line.find("reason") != std::string::npos) std::fprintf(stderr, "llmesh: %s\n", line.c_str());
         });
-    publisher_->start();
-    out["nostr_pubkey"] = publisher_->public_key();
+    publisher->start();
+    out["nostr_pubkey"] = publisher->public_key();
+    std::lock_guard lk(discovery_mu_);
+    publisher_ = std::move(publisher);
   }
   refresher_ = std::thread([this] { refresh_state_loop(); });
   return out;
@@ -503,8 +505,11 @@ void MeshRuntime::join_auto(json& out) {
       out["joined"] = true;
       out["join_ms"] = r.took.count();
       out["members"] = r.members;
-      auto_status_["joined"] = c.listing.mesh_id_hex();
-      auto_status_["tried"] = tried;
+      {
+        std::lock_guard lk(discovery_mu_);
+        auto_status_["joined"] = c.listing.mesh_id_hex();
+        auto_status_["tried"] = tried;
+      }
       if (!quiet_)
         std::fprintf(stderr, "llmesh: --auto: joined the public mesh %s in %lld ms: %zu members known\n",
                      label.c_str(), static_cast<long long>(r.took.count()), r.members);
@@ -515,13 +520,19 @@ void MeshRuntime::join_auto(json& out) {
       std::fprintf(stderr, "llmesh: --auto: mesh %s did not admit this node: %s (reason join_failed)%s\n",
                    label.c_str(), r.error.c_str(), i + 1 < auto_candidates_.size() ? "; trying the next" : "");
   }
-  auto_status_["tried"] = tried;
+  {
+    std::lock_guard lk(discovery_mu_);
+    auto_status_["tried"] = tried;
+  }
   if (local_.role != gossip::Role::server)
     throw std::runtime_error("--auto: no public mesh found admitted this node: " + errors);
   auto fresh = invite::MeshSecret::create_public();
   node_->switch_mesh(fresh);
   invite::save_mesh_secret(fresh, home_ / "mesh.json");
-  auto_status_["started"] = fresh.mesh_id_hex();
+  {
+    std::lock_guard lk(discovery_mu_);
+    auto_status_["started"] = fresh.mesh_id_hex();
+  }
   out["joined"] = false;
   out["join_error"] = errors;
   if (!quiet_)
@@ -529,7 +540,17 @@ void MeshRuntime::join_auto(json& out) {
                  fresh.mesh_id_hex().substr(0, 8).c_str());
 }
 
+void MeshRuntime::stop_publisher() {
+  ListingPublisher* p = nullptr;
+  {
+    std::lock_guard lk(discovery_mu_);
+    p = publisher_.get();
+  }
+  if (p) p->stop();  // not under the lock: a round in flight finishes first (at most the relay timeout)
+}
+
 json MeshRuntime::discovery_status() const {
+  std::lock_guard lk(discovery_mu_);
   auto secret = node_->secret();
   json j = {{"public", secret.is_public()}, {"mesh_id", secret.mesh_id_hex()}};
   if (publisher_) j["publish"] = publisher_->status();
@@ -549,7 +570,7 @@ json MeshRuntime::discovery_status() const {
 
 void MeshRuntime::on_stopping() {
   stopping_ = true;
-  if (publisher_) publisher_->stop();
+  stop_publisher();
   if (lan_) lan_->stop();  // no more announcements: nobody joins through a leaving node
   if (node_) node_->begin_leave(std::chrono::milliseconds(1000));
 }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -80,6 +81,7 @@ class MeshRuntime {
   // --auto: joins the candidates in turn until one admits this node.
   void join_auto(nlohmann::json& out);
   nlohmann::json discovery_status() const;
+  void stop_publisher();
   gossip::NodeState load_state() const;
 
   MeshCliOptions opt_;
@@ -94,6 +96,8 @@ class MeshRuntime {
   // --auto: the public meshes found, best first; on_listening joins the first that admits us.
   std::vector<std::string> relays_;  // --publish / --auto
   std::vector<mesh::discovery::FoundMesh> auto_candidates_;
+  // Read by /mesh/status, which may run while on_listening is still joining: under discovery_mu_.
+  mutable std::mutex discovery_mu_;
   nlohmann::json auto_status_;
   std::unique_ptr<ListingPublisher> publisher_;
   std::optional<mesh::PeerLimitOptions> peer_limits_;

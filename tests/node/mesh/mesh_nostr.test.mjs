@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { finalizeEvent, generateSecretKey, getPublicKey, verifyEvent, getEventHash } from 'nostr-tools/pure';
-import { Cluster, llmeshBin, modelPath, readJsonFile, sleep, now, freePort } from './cluster.mjs';
+import { Cluster, llmeshBin, modelPath, readJsonFile, sleep, now, freePort, figure } from './cluster.mjs';
 import { startRelay } from '../discovery/relay.mjs';
 
 const cluster = new Cluster({ prefix: 'llmesh-nostr-' });
@@ -84,6 +84,7 @@ test('serve --publish: a signed listing of a public mesh, without any secret', c
   const exp = Number(tag('expiration'));
   assert.ok(exp > ev.created_at && exp <= ev.created_at + 6, `expiration ${exp} vs created ${ev.created_at}`);
   const c = JSON.parse(ev.content);
+  figure('nostr_listing_event_bytes', JSON.stringify(ev).length, 0);
   assert.equal(c.v, 1);
   assert.equal(c.mesh_id, meshFile.mesh_id);
   assert.equal(c.public, true);
@@ -126,7 +127,9 @@ test('a private mesh is never published', cluster.guard(async () => {
 }));
 
 test('discover lists the mesh, skipping a dead relay', cluster.guard(async () => {
+  const t0 = now();
   const d = await discover([deadRelay, relay.url]);
+  figure('nostr_discover_ms_dead_plus_live_relay', now() - t0, 0);
   const dead = d.relays.find((r) => r.url === deadRelay);
   assert.equal(dead.ok, false);
   assert.ok(dead.error.length > 0);
@@ -204,6 +207,7 @@ test('client --auto joins the best mesh, past one that does not admit it, and ch
       '--want', 'qwen3-8b'],
   });
   assert.equal(c.joined, true, c.tail(20));
+  figure('nostr_auto_join_ms_after_a_failed_mesh', c.listeningAt - c.spawnedAt, 0);
   assert.equal(c.info.public, true);
   assert.equal(c.info.mesh_id, meshIdOf(a));
   await c.waitFor(/mesh 'trap' abababab did not admit this node: .*trying the next/);
