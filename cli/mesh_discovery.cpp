@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "discovery/nostr_relay.h"
+#include "nostr_relay/nostr_relay.h"
 #include "invite/invite_token.h"
 
 namespace llmesh::cli {

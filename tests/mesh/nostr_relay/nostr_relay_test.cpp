@@ -1,4 +1,4 @@
-#include "discovery/nostr_relay.h"
+#include "nostr_relay/nostr_relay.h"
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
