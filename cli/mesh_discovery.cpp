@@ -42,10 +42,17 @@ void add_discovery_options(CLI::App* sub, DiscoveryCliOptions& o, bool client) {
                       fmt::format("{}", fmt::join(kDefaultRelays, ", ")))
       ->group(g);
   sub->add_option("--region", o.region, "This node's region (e.g. eu-west), listed and preferred by --auto")
+      ->check([](const std::string& r) {
+        return r.size() > dsc::kMaxRegionChars ? std::string("at most 32 characters") : std::string();
+      })
       ->group(g);
   sub->add_option("--want", o.wants,
-                  "A model this node's users want (repeatable): gossiped, and listed by public meshes so servers "
-                  "that have it choose them")
+                  "A model this node's users want (repeatable, at most 16): gossiped, and listed by public meshes so "
+                  "servers that have it choose them")
+      ->check([](const std::string& m) {
+        return m.empty() || m.size() > dsc::kMaxModelNameChars ? std::string("a model name of 1 to 200 characters")
+                                                               : std::string();
+      })
       ->group(g);
   sub->add_option("--discover-timeout", o.discover_timeout_ms, "Milliseconds to wait for each relay")
       ->check(CLI::Range(100, 60000))

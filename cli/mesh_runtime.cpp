@@ -86,6 +86,8 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
   const DiscoveryCliOptions& disc = opt_.discovery;
   if (disc.auto_join && !opt_.join.empty())
     throw std::invalid_argument("--auto and --join both choose the mesh to join: give one of them");
+  if (disc.wants.size() > gossip::kMaxWanted)
+    throw std::invalid_argument("--want: at most 16 models (the gossip record carries no more)");
   if (opt_.join.empty() && !disc.auto_join)
     if (const char* j = std::getenv("LLMESH_JOIN")) opt_.join = j;
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");

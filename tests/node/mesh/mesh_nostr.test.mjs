@@ -257,6 +257,24 @@ test('serve --auto joins the mesh that serves its model; with no relay answering
   await alone.terminate();
 }));
 
+test('bad discovery options are refused, naming the option', async () => {
+  const home = cluster.newHome();
+  const cases = [
+    [['client', '--auto', '--relay', 'http://127.0.0.1:1'], /--relay: .*http/],
+    [['client', '--auto', '--join', 'llmesh1x', '--relay', relay.url], /--auto and --join/],
+    [['client', '--auto', '--region', 'r'.repeat(33), '--relay', relay.url], /--region: at most 32 characters/],
+    [['client', '--auto', '--relay', relay.url, ...Array.from({ length: 17 }, (_, i) => ['--want', `m${i}`]).flat()], /--want: at most 16/],
+    [['serve', '-m', modelPath('stories260K-f32.gguf'), '--no-mesh', '--publish'], /need the mesh: drop --no-mesh/],
+    [['serve', '-m', modelPath('stories260K-f32.gguf'), '--publish', '--mesh-name', 'n'.repeat(65)], /--mesh-name: at most 64/],
+    [['discover', '--timeout', '5'], /--timeout/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await llmesh(args, { env: { LLMESH_HOME: home } });
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.stderr, re, args.join(' '));
+  }
+});
+
 test('a listing expires when its publisher stops refreshing it', cluster.guard(async () => {
   const d = await cluster.startServer({ label: 'D', args: ['--publish', '--mesh-name', 'short-lived', '--relay', relay.url, '--publish-interval', '1'] });
   const id = meshIdOf(d);
