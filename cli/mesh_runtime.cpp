@@ -487,40 +487,56 @@ invite::MeshSecret MeshRuntime::resolve_auto() {
 
 void MeshRuntime::join_auto(json& out) {
   const auto per_mesh = std::chrono::seconds(std::min(opt_.join_timeout_s, 10));
+  auto label_of = [](const mesh::discovery::FoundMesh& m) {
+    return (m.listing.name.empty() ? "" : "'" + m.listing.name + "' ") + m.listing.mesh_id_hex().substr(0, 8);
+  };
   std::string errors;
   json tried = json::array();
+  // Admitted to `m`: save it (a restart rejoins it) and say so.
+  auto settle = [&](const mesh::discovery::FoundMesh& m, const mesh::JoinResult& r) {
+    const auto secret = invite::MeshSecret::public_mesh(m.listing.mesh_id);
+    const fs::path secret_path = home_ / "mesh.json";
+    auto saved = invite::try_load_mesh_secret(secret_path);
+    if (saved && saved->mesh_id != secret.mesh_id && !quiet_)
+      std::fprintf(stderr, "llmesh: leaving mesh %s for the public mesh %s; %s is replaced\n",
+                   saved->mesh_id_hex().substr(0, 8).c_str(), label_of(m).c_str(), secret_path.c_str());
+    if (!saved || !(*saved == secret)) invite::save_mesh_secret(secret, secret_path);
+    out["joined"] = true;
+    out["join_ms"] = r.took.count();
+    out["members"] = r.members;
+    {
+      std::lock_guard lk(discovery_mu_);
+      auto_status_["joined"] = m.listing.mesh_id_hex();
+      auto_status_["tried"] = tried;
+    }
+    if (!quiet_)
+      std::fprintf(stderr, "llmesh: --auto: joined the public mesh %s in %lld ms: %zu members known\n",
+                   label_of(m).c_str(), static_cast<long long>(r.took.count()), r.members);
+  };
+  // Leaves a mesh that did not admit this node; false when it did after all (its join gave up
+  // just before an admission arrived): then this node stays in it.
+  auto leave_for = [&](const invite::MeshSecret& next, const mesh::discovery::FoundMesh& previous) {
+    try {
+      node_->switch_mesh(next);
+      return true;
+    } catch (const std::logic_error&) {
+      mesh::JoinResult late;
+      late.reached = 1;
+      late.members = node_->members().size();
+      settle(previous, late);
+      return false;
+    }
+  };
   for (size_t i = 0; i < auto_candidates_.size(); ++i) {
     const auto& c = auto_candidates_[i];
-    auto secret = invite::MeshSecret::public_mesh(c.listing.mesh_id);
-    const std::string label = (c.listing.name.empty() ? "" : "'" + c.listing.name + "' ") +
-                              c.listing.mesh_id_hex().substr(0, 8);
-    if (i > 0) node_->switch_mesh(secret);
+    if (i > 0 && !leave_for(invite::MeshSecret::public_mesh(c.listing.mesh_id), auto_candidates_[i - 1])) return;
     auto r = node_->join(c.nodes, per_mesh);
     tried.push_back({{"mesh_id", c.listing.mesh_id_hex()}, {"ok", r.ok || r.reached > 0}, {"error", r.error}});
-    if (r.ok || r.reached > 0) {  // admitted: a view still on its way arrives by gossip
-      const fs::path secret_path = home_ / "mesh.json";
-      auto saved = invite::try_load_mesh_secret(secret_path);
-      if (saved && saved->mesh_id != secret.mesh_id && !quiet_)
-        std::fprintf(stderr, "llmesh: leaving mesh %s for the public mesh %s; %s is replaced\n",
-                     saved->mesh_id_hex().substr(0, 8).c_str(), label.c_str(), secret_path.c_str());
-      if (!saved || !(*saved == secret)) invite::save_mesh_secret(secret, secret_path);
-      out["joined"] = true;
-      out["join_ms"] = r.took.count();
-      out["members"] = r.members;
-      {
-        std::lock_guard lk(discovery_mu_);
-        auto_status_["joined"] = c.listing.mesh_id_hex();
-        auto_status_["tried"] = tried;
-      }
-      if (!quiet_)
-        std::fprintf(stderr, "llmesh: --auto: joined the public mesh %s in %lld ms: %zu members known\n",
-                     label.c_str(), static_cast<long long>(r.took.count()), r.members);
-      return;
-    }
-    errors += (errors.empty() ? "" : "; ") + label + ": " + r.error;
+    if (r.ok || r.reached > 0) return settle(c, r);  // admitted: a view still on its way arrives by gossip
+    errors += (errors.empty() ? "" : "; ") + label_of(c) + ": " + r.error;
     if (!quiet_)
       std::fprintf(stderr, "llmesh: --auto: mesh %s did not admit this node: %s (reason join_failed)%s\n",
-                   label.c_str(), r.error.c_str(), i + 1 < auto_candidates_.size() ? "; trying the next" : "");
+                   label_of(c).c_str(), r.error.c_str(), i + 1 < auto_candidates_.size() ? "; trying the next" : "");
   }
   {
     std::lock_guard lk(discovery_mu_);
@@ -529,7 +545,7 @@ void MeshRuntime::join_auto(json& out) {
   if (local_.role != gossip::Role::server)
     throw std::runtime_error("--auto: no public mesh found admitted this node: " + errors);
   auto fresh = invite::MeshSecret::create_public();
-  node_->switch_mesh(fresh);
+  if (!leave_for(fresh, auto_candidates_.back())) return;
   invite::save_mesh_secret(fresh, home_ / "mesh.json");
   {
     std::lock_guard lk(discovery_mu_);
