@@ -52,6 +52,8 @@ json to_wire(const NodeState& s) {
   }
   json load = {{"a", s.load.active_requests}, {"q", s.load.queued}, {"p", s.load.parallel_slots},
                {"t", s.load.tokens_per_second}};
+  if (s.load.requests_total) load["n"] = s.load.requests_total;
+  if (s.load.generated_tokens_total) load["g"] = s.load.generated_tokens_total;
   json out = {{"v", s.state_version}, {"r", static_cast<int>(s.role)}, {"pv", s.protocol_version},
               {"hw", std::move(hw)}, {"lo", std::move(load)}};
   if (!s.api_address.empty()) out["a"] = s.api_address;
@@ -59,6 +61,11 @@ json to_wire(const NodeState& s) {
   if (!s.software_version.empty()) out["sw"] = s.software_version;
   if (!models.empty()) out["md"] = std::move(models);
   if (!s.wanted.empty()) out["wm"] = s.wanted;
+  if (!s.links.empty()) {
+    json links = json::array();
+    for (const auto& l : s.links) links.push_back(json::array({l.peer, l.rtt_us}));
+    out["lk"] = std::move(links);
+  }
   return out;
 }
 
@@ -139,7 +146,19 @@ NodeState node_state_from_wire(const json& v) {
     s.load.queued = static_cast<std::uint32_t>(read_uint(lo, "q", kU32));
     s.load.parallel_slots = static_cast<std::uint32_t>(read_uint(lo, "p", kU32));
     s.load.tokens_per_second = read_double(lo, "t");
+    s.load.requests_total = read_uint(lo, "n", UINT64_MAX);
+    s.load.generated_tokens_total = read_uint(lo, "g", UINT64_MAX);
   }
+  if (const json* links = read_array(v, "lk", kMaxLinks))
+    for (const json& l : *links) {
+      if (!l.is_array() || l.size() != 2 || !l[0].is_string() || !l[1].is_number_unsigned() ||
+          l[0].get_ref<const std::string&>().size() != kLinkPeerChars || l[1].get<std::uint64_t>() > kU32)
+        throw WireError("field 'lk': expected [16 hex characters of a node id, round trip in microseconds]");
+      const std::string& peer = l[0].get_ref<const std::string&>();
+      if (peer.find_first_not_of("0123456789abcdef") != std::string::npos)
+        throw WireError("field 'lk': a peer must be 16 lowercase hex characters");
+      s.links.push_back({peer, static_cast<std::uint32_t>(l[1].get<std::uint64_t>())});
+    }
   return s;
 }
 
@@ -152,6 +171,8 @@ NodeState decode_node_state(std::span<const std::uint8_t> bytes) {
 }
 
 json to_json(const NodeState& s) {
+  json links = json::array();
+  for (const auto& l : s.links) links.push_back({{"peer", l.peer}, {"rtt_ms", l.rtt_us / 1000.0}});
   json models = json::array();
   for (const auto& m : s.models) {
     json disk = json::array();
@@ -189,8 +210,11 @@ json to_json(const NodeState& s) {
            {{"active_requests", s.load.active_requests},
             {"queued", s.load.queued},
             {"parallel_slots", s.load.parallel_slots},
-            {"tokens_per_second", s.load.tokens_per_second}}},
+            {"tokens_per_second", s.load.tokens_per_second},
+            {"requests_total", s.load.requests_total},
+            {"generated_tokens_total", s.load.generated_tokens_total}}},
           {"wanted", s.wanted},
+          {"links", links},
           {"state_version", s.state_version}};
 }
 

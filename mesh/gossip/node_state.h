@@ -69,7 +69,19 @@ struct Load {
   std::uint32_t queued = 0;
   std::uint32_t parallel_slots = 0;
   double tokens_per_second = 0;
+  // Counters since the node started (the console's "requests per node", /metrics): requests
+  // its scheduler finished and tokens it generated. Spread at most every few seconds.
+  std::uint64_t requests_total = 0;
+  std::uint64_t generated_tokens_total = 0;
   bool operator==(const Load&) const = default;
+};
+
+// This node's measured round trip to a peer (the console's topology, /metrics): `peer` is the
+// first 8 bytes of the peer's node id in hex (16 characters), enough to tell members apart.
+struct Link {
+  std::string peer;
+  std::uint32_t rtt_us = 0;
+  bool operator==(const Link&) const = default;
 };
 
 struct NodeState {
@@ -84,6 +96,8 @@ struct NodeState {
   // Models this node's users want that the mesh may not serve (`--want`): a public mesh's
   // listing shows them, so servers with those models choose it (docs/discovery.md).
   std::vector<std::string> wanted{};
+  // Round trips to the peers this node is connected to (at most kMaxLinks, nearest first).
+  std::vector<Link> links{};
   // Monotonic per node; a record replaces another only with a higher version. Swim assigns it
   // (update_self bumps it), so callers normally leave it alone.
   std::uint64_t state_version = 0;
@@ -95,6 +109,8 @@ inline constexpr std::size_t kMaxModels = 64;
 inline constexpr std::size_t kMaxLayerRanges = 64;
 inline constexpr std::size_t kMaxAliases = 16;
 inline constexpr std::size_t kMaxWanted = 16;
+inline constexpr std::size_t kMaxLinks = 32;
+inline constexpr std::size_t kLinkPeerChars = 16;
 inline constexpr std::size_t kMaxStateString = 256;
 inline constexpr std::uint32_t kMaxLayers = 100000;
 inline constexpr std::size_t kMaxExpertShards = 1024;

@@ -103,6 +103,37 @@ TEST(GossipEncoding, WantedModels) {
   b = j; b["wm"] = json::array(); for (int i = 0; i < 17; ++i) b["wm"].push_back("m"); refuse(b);
 }
 
+TEST(GossipEncoding, LinksAndCounters) {
+  NodeState s = full_state();
+  s.load.requests_total = 12;
+  s.load.generated_tokens_total = 3456;
+  s.links = {{"0123456789abcdef", 420}, {"fedcba9876543210", 15000}};
+  json j = to_wire(s);
+  EXPECT_EQ(j["lk"], json::parse(R"([["0123456789abcdef", 420], ["fedcba9876543210", 15000]])"));
+  EXPECT_EQ(j["lo"]["n"], 12);
+  EXPECT_EQ(j["lo"]["g"], 3456);
+  json plain = to_wire(full_state());  // left out when empty or zero: older nodes never see them
+  EXPECT_FALSE(plain.contains("lk"));
+  EXPECT_FALSE(plain["lo"].contains("n"));
+  EXPECT_EQ(decode_node_state(encode_node_state(s)), s);
+  json v = to_json(s);
+  EXPECT_EQ(v["load"]["requests_total"], 12);
+  EXPECT_EQ(v["load"]["generated_tokens_total"], 3456);
+  EXPECT_EQ(v["links"][1]["peer"], "fedcba9876543210");
+  EXPECT_DOUBLE_EQ(v["links"][1]["rtt_ms"].get<double>(), 15.0);
+  auto refuse = [](json bad) {
+    EXPECT_THROW(decode_node_state(json::to_msgpack(bad)), WireError) << bad.dump();
+  };
+  json b = j; b["lk"] = "x"; refuse(b);
+  b = j; b["lk"][0] = json::array({"0123456789abcdef"}); refuse(b);
+  b = j; b["lk"][0] = json::array({"0123456789ABCDEF", 1}); refuse(b);       // not lowercase hex
+  b = j; b["lk"][0] = json::array({"0123456789abcde", 1}); refuse(b);        // 15 characters
+  b = j; b["lk"][0] = json::array({"0123456789abcdef", -1}); refuse(b);
+  b = j; b["lk"][0] = json::array({"0123456789abcdef", 1ull << 33}); refuse(b);
+  b = j; b["lk"] = json::array(); for (int i = 0; i < 33; ++i) b["lk"].push_back(json::array({"0123456789abcdef", 1})); refuse(b);
+  b = j; b["lo"]["n"] = "many"; refuse(b);
+}
+
 TEST(GossipEncoding, NodeStateWrongTypesRefused) {
   auto refuse = [](json j) {
     auto bytes = json::to_msgpack(j);
