@@ -4,6 +4,7 @@
 #include <map>
 
 #include "cli/commands.h"
+#include "log/event_log.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"llmesh: a peer-to-peer mesh that serves large language models"};
@@ -27,6 +28,14 @@ int main(int argc, char** argv) {
   add(llmesh::cli::add_fetch);
   add(llmesh::cli::add_moe);
   CLI11_PARSE(app, argc, argv);
+  // LLMESH_LOG_FORMAT and LLMESH_LOG_LEVEL (docs/logging.md), for every command; `serve` and
+  // `client` options override them.
+  try {
+    llmesh::logs::configure_from_env();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "llmesh: error: %s\n", e.what());
+    return 1;
+  }
   for (auto& [sub, run] : runners) {
     if (sub->parsed()) {
       try {
