@@ -50,7 +50,7 @@ bool starts_with_word_prefix(std::string_view s, std::string_view word) {
   return s.size() > word.size() + 2 && s.substr(0, word.size()) == word && s.substr(word.size(), 2) == ": ";
 }
 
-// Drops "llmesh: " or "llmesh <word>: ", then "<component>: ", from the front of a line.
+// Drops "llmesh: " or "llmesh <word>: ", then "<component>: " and "warning: ", from the front of a line.
 std::string_view strip_prefixes(std::string_view s, std::string_view component) {
   if (s.substr(0, 8) == "llmesh: ") {
     s.remove_prefix(8);
@@ -60,6 +60,7 @@ std::string_view strip_prefixes(std::string_view s, std::string_view component) 
     if (colon != std::string_view::npos && colon > 7 && space == colon + 1) s.remove_prefix(colon + 2);
   }
   if (!component.empty() && starts_with_word_prefix(s, component)) s.remove_prefix(component.size() + 2);
+  if (s.substr(0, 9) == "warning: ") s.remove_prefix(9);  // the level says it
   return s;
 }
 
@@ -201,9 +202,9 @@ LogEvent from_line(std::string_view component, std::string_view line) {
   return e;
 }
 
-std::function<void(const std::string&)> line_sink(std::string component, bool quiet) {
-  return [component = std::move(component), quiet](const std::string& line) {
-    LogEvent e = from_line(component, line);
+std::function<void(const std::string&)> line_sink(std::string component, bool quiet, std::string text_prefix) {
+  return [component = std::move(component), quiet, prefix = std::move(text_prefix)](const std::string& line) {
+    LogEvent e = from_line(component, prefix.empty() ? line : prefix + line);
     if (quiet && e.level < Level::warn) return;
     emit(e);
   };

@@ -55,10 +55,12 @@ void warn(std::string_view component, std::string_view reason, std::string messa
 void error(std::string_view component, std::string_view reason, std::string message, nlohmann::json fields = {});
 
 // An event from a line of a library's log callback: a trailing " (reason code)" becomes the reason
-// and makes it a warning; the message drops a leading "llmesh: " / "llmesh <word>: " and
-// "<component>: ". In text, the line is printed unchanged.
+// and makes it a warning; the message drops a leading "llmesh: " / "llmesh <word>: ",
+// "<component>: " and "warning: ". In text, the line is printed unchanged.
 LogEvent from_line(std::string_view component, std::string_view line);
 // A callback for the options' `log` members: from_line + emit. quiet: only warnings and errors.
-std::function<void(const std::string&)> line_sink(std::string component, bool quiet = false);
+// text_prefix goes in front of each line (in text; "llmesh serve: "), as the CLI printed them.
+std::function<void(const std::string&)> line_sink(std::string component, bool quiet = false,
+                                                  std::string text_prefix = {});
 
 }  // namespace llmesh::logs

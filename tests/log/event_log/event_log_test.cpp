@@ -117,6 +117,11 @@ TEST_F(EventLog, FromLineTakesTheReason) {
   EXPECT_EQ(e.reason, "join_failed");
   EXPECT_EQ(e.message, "--auto: mesh x did not admit this node: timeout; trying the next");
 
+  // "warning: " is the level's to say; other parentheses stay.
+  e = from_line("fetch", "llmesh: warning: cannot reach x (gone); using the cache (reason source_unreachable)");
+  EXPECT_EQ(e.reason, "source_unreachable");
+  EXPECT_EQ(e.message, "cannot reach x (gone); using the cache");
+
   // No reason: information.
   e = from_line("stage", "stage: session from abc ended");
   EXPECT_EQ(e.level, Level::info);
