@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "log/event_log.h"
+
 namespace llmesh::cli {
 
 using nlohmann::json;
@@ -68,8 +70,10 @@ LanJoin::~LanJoin() {
   if (worker_.joinable()) worker_.join();
 }
 
+// Quiet keeps the important lines and every refusal or failure (a " (reason code)" line).
 void LanJoin::log(const std::string& line, bool important) const {
-  if (!quiet_ || important) std::fprintf(stderr, "%s\n", line.c_str());
+  logs::LogEvent e = logs::from_line("lan", line);
+  if (!quiet_ || important || e.level >= logs::Level::warn) logs::emit(e);
 }
 
 void LanJoin::start(bool waiting) {
@@ -81,7 +85,7 @@ void LanJoin::start(bool waiting) {
   try {
     lan_->start();
   } catch (const std::exception& e) {
-    log(std::string("llmesh: warning: --discovery lan is off: ") + e.what(), true);
+    log(std::string("llmesh: warning: --discovery lan is off: ") + e.what() + " (reason lan_unavailable)", true);
     return;
   }
   if (waiting)
@@ -188,8 +192,8 @@ void LanJoin::worker() {
         ++b.failures;
         int wait_s = std::min(kMaxBackoffS, 1 << std::min(b.failures, 6));
         b.next = Clock::now() + std::chrono::seconds(wait_s);
-        log(fmt::format("lan: could not join through node {} at {}: {}; next try in {} s or later", nid.short_hex(),
-                        p.address(), r.error, wait_s),
+        log(fmt::format("lan: could not join through node {} at {}: {}; next try in {} s or later (reason lan_join_failed)",
+                        nid.short_hex(), p.address(), r.error, wait_s),
             r.error.find("refused") != std::string::npos);
       }
     }

@@ -271,7 +271,7 @@ void ListingPublisher::publish_once(const dsc::MeshListing& l) {
     e = dsc::make_listing_event(l, now, ttl);
     key_.sign(e);
   } catch (const std::exception& err) {
-    log_(std::string("publish: cannot make the listing: ") + err.what());
+    log_(std::string("publish: cannot make the listing: ") + err.what() + " (reason listing_failed)");
     return;
   }
   dsc::RelayOptions ro;
@@ -310,7 +310,7 @@ void ListingPublisher::publish_once(const dsc::MeshListing& l) {
   }
   for (const auto& line : lines) log_(line);
   if (accepted == 0 && !relays_.empty())
-    log_(fmt::format("publish: no relay took the listing of mesh {} ({} tried); retrying in {} s",
+    log_(fmt::format("publish: no relay took the listing of mesh {} ({} tried); retrying in {} s (reason publish_failed)",
                      l.mesh_id_hex().substr(0, 8), relays_.size(), o_.publish_interval_s));
 }
 

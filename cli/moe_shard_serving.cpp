@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "experts/expert_protocol.h"
+#include "log/event_log.h"
 
 namespace llmesh::cli {
 
@@ -20,9 +21,7 @@ MoeShardServing::MoeShardServing(moe::MoePlan plan, const MoeShardOptions& opt, 
     record_.covers.push_back(static_cast<uint16_t>(std::lround(1000 * moe::coverage(mine, other))));
   mesh::experts::ExpertServerOptions so;
   so.threads = std::max(1, threads);
-  so.log = [quiet](const std::string& l) {
-    if (!quiet) std::fprintf(stderr, "llmesh serve: %s\n", l.c_str());
-  };
+  so.log = logs::line_sink("experts", quiet, "llmesh serve: ");
   server_ = std::make_unique<mesh::experts::ExpertServer>(model_, record_.plan, so);
 }
 
@@ -43,9 +42,7 @@ void MoeShardServing::attach(mesh::MeshNode& node, Forward& forward) {
   if (!opt_.exact) return;
   mesh::experts::RemoteExpertOptions ro;
   ro.max_rtt = std::chrono::microseconds(static_cast<int64_t>(opt_.exact_max_rtt_ms * 1000));
-  ro.log = [q = quiet_](const std::string& l) {
-    if (!q) std::fprintf(stderr, "llmesh serve: %s\n", l.c_str());
-  };
+  ro.log = logs::line_sink("experts", quiet_, "llmesh serve: ");
   const std::string digest = record_.plan;
   auto holders = [&node, digest] {
     std::vector<mesh::experts::ExpertHolder> out;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "fetch/fetch_progress.h"
+#include "log/event_log.h"
 #include "fetch/gguf_ranges.h"
 #include "fetch/package_fetch.h"
 #include "package/package_model.h"
@@ -220,8 +221,10 @@ SplitServing::~SplitServing() { stop(); }
 
 BatchModel& SplitServing::batch_model() { return *adapter_; }
 
+// Lines end with " (reason code)" on a refusal or failure (docs/logging.md); quiet keeps only those.
 void SplitServing::log(const std::string& line) const {
-  if (!quiet_) std::fprintf(stderr, "%s\n", line.c_str());
+  logs::LogEvent e = logs::from_line("split", line);
+  if (!quiet_ || e.level >= logs::Level::warn) logs::emit(e);
 }
 
 void SplitServing::stop() {
@@ -277,7 +280,7 @@ std::shared_ptr<stages::StageServer> SplitServing::load_stage(LayerRange r) {
   so.max_seq = stages::kMaxSeq;
   so.kv_type = engine_.kv_type == "f32" ? DType::F32 : DType::F16;
   so.idle_ttl = std::chrono::seconds(opt_.stage_ttl_s);
-  if (!quiet_) so.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  so.log = logs::line_sink("stage", quiet_);
   log(fmt::format("llmesh: running layers [{}, {}) of {} ({} layers) as a stage; loaded in {:.2f} s", r.first, r.last,
                   model_id_, n_layer(),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
@@ -300,7 +303,7 @@ void SplitServing::offer_package() {
   try {
     artifacts_.add_package(package_dir_, *manifest_);
   } catch (const std::exception& e) {
-    log(fmt::format("llmesh: not offering {} to peers: {}", package_dir_, e.what()));
+    log(fmt::format("llmesh: not offering {} to peers: {} (reason package_offer_failed)", package_dir_, e.what()));
   }
   // Which layer files are here (gossiped as "on disk": peers ask this node for them).
   // A layer of an MoE package with expert artifacts is here only with every one of its experts.
@@ -388,7 +391,7 @@ void SplitServing::attach(mesh::MeshNode& node) {
   stages::PipelineOptions po;
   po.model_id = model_id_;
   po.format = format_;
-  if (!quiet_) po.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  po.log = logs::line_sink("pipeline", quiet_);
   po.open_local = [this](const stages::StageOpen& o) -> std::unique_ptr<stages::LocalStageSession> {
     std::shared_ptr<stages::StageServer> s;
     {
@@ -416,7 +419,8 @@ void SplitServing::attach(mesh::MeshNode& node) {
         std::lock_guard lk(mu_);
         held_ = {server, *pending_layers_};
       } catch (const std::exception& e) {
-        log(fmt::format("llmesh: cannot load layers [{}, {}): {}", pending_layers_->first, pending_layers_->last, e.what()));
+        log(fmt::format("llmesh: cannot load layers [{}, {}): {} (reason stage_load_failed)", pending_layers_->first,
+                        pending_layers_->last, e.what()));
       }
     }
     while (!stopping_) {
@@ -424,7 +428,7 @@ void SplitServing::attach(mesh::MeshNode& node) {
         route_ok_ = pipeline_->route_available();
         if (opt_.split) plan_once();
       } catch (const std::exception& e) {
-        log(fmt::format("llmesh: split: {}", e.what()));
+        log(fmt::format("llmesh: split: {} (reason split_failed)", e.what()));
       }
       for (int i = 0; i < 5 && !stopping_; ++i) std::this_thread::sleep_for(100ms);
     }
@@ -529,7 +533,7 @@ void SplitServing::plan_once() {
   }
   if (!res) {
     std::lock_guard lk(mu_);
-    if (res.error != plan_error_) log(fmt::format("llmesh: split: no plan yet: {}", res.error));
+    if (res.error != plan_error_) log(fmt::format("llmesh: split: no plan yet: {} (reason no_plan)", res.error));
     plan_error_ = res.error;
     return;
   }

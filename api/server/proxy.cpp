@@ -172,8 +172,9 @@ bool proxy_in_order(const ApiContext& ctx, const std::vector<std::shared_ptr<Ups
       why = e.what();
     }
     failures += fmt::format("{}{}: {}", failures.empty() ? "" : "; ", node->describe(), why);
-    if (ctx.opt.log_requests) log_line(fmt::format("route: {} failed before answering ({}); trying the next node",
-                                                   node->describe(), why));
+    if (ctx.opt.log_requests)
+      log_line(fmt::format("route: {} failed before answering ({}); trying the next node (reason upstream_failed)",
+                           node->describe(), why));
   }
   if (!up)
     throw ApiError(503, "server_error",

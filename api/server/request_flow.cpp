@@ -1,5 +1,7 @@
 #include "server/request_flow.h"
 
+#include "log/event_log.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -196,13 +198,18 @@ bool pump(const ApiContext& ctx, Submission& sub, const ConnectionWatch* watch,
   if (done < sub.n_choices) {
     sub.running->cancel();
     ctx.metrics.disconnect();
-    if (ctx.opt.log_requests) log_line("client went away: generation cancelled, slot freed");
+    if (ctx.opt.log_requests) log_line("client went away: generation cancelled, slot freed (reason client_disconnected)");
     return false;
   }
   return true;
 }
 
+// A request's line (docs/logging.md): in text, prefixed with its UTC time as before; in JSON, an
+// event of component "api" whose " (reason code)" suffix, where there is one, is its reason.
 void log_line(const std::string& text) {
+  logs::LogEvent e = logs::from_line("api", text);
+  if (!logs::enabled(e.level)) return;
+  if (logs::format() == logs::Format::json) return logs::emit(e);
   auto now = std::chrono::system_clock::now();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::time_t t = std::chrono::system_clock::to_time_t(now);
@@ -210,7 +217,8 @@ void log_line(const std::string& text) {
   gmtime_r(&t, &tm);
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::fprintf(stderr, "%s.%03dZ %s\n", stamp, static_cast<int>(ms), text.c_str());
+  e.text = fmt::format("{}.{:03d}Z {}", stamp, static_cast<int>(ms), text);
+  logs::emit(e);
 }
 
 void record_choice(const ApiContext& ctx, const Submission& sub, const GenerationResult& r) {
@@ -222,7 +230,8 @@ void record_choice(const ApiContext& ctx, const Submission& sub, const Generatio
                          "{:.2f} s in all, finish {}{}",
                          r.prompt_tokens, r.cached_tokens, r.completion_tokens, ttft,
                          r.completion_tokens > 1 && decode > 0 ? (r.completion_tokens - 1) / decode : 0.0, total,
-                         finish_reason_name(r.finish), r.error.empty() ? "" : ": " + r.error));
+                         finish_reason_name(r.finish),
+                         r.error.empty() ? "" : ": " + r.error + " (reason generation_failed)"));
   }
   ctx.metrics.tokens(r.prompt_tokens, r.cached_tokens, r.completion_tokens);
   if (r.completion_tokens > 0)

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "kernels/kernels.h"
+#include "log/event_log.h"
 
 namespace llmesh::kernels {
 namespace {
@@ -43,13 +44,15 @@ Isa from_env(Isa detected) {
   else if (v == "avx512") want = Isa::Avx512;
   else if (v == "neon") want = Isa::Neon;
   else {
-    std::fprintf(stderr, "llmesh: LLMESH_ISA=%s is not one of scalar|avx2|avx512|neon; using %s\n", env,
-                 isa_name(detected));
+    logs::warn("kernels", "isa_unknown",
+               std::string("LLMESH_ISA=") + env + " is not one of scalar|avx2|avx512|neon; using " + isa_name(detected),
+               {{"requested", env}, {"isa", isa_name(detected)}});
     return detected;
   }
   if (!isa_supported(want)) {
-    std::fprintf(stderr, "llmesh: LLMESH_ISA=%s is not supported by this CPU; using %s\n", env,
-                 isa_name(detected));
+    logs::warn("kernels", "isa_unsupported",
+               std::string("LLMESH_ISA=") + env + " is not supported by this CPU; using " + isa_name(detected),
+               {{"requested", env}, {"isa", isa_name(detected)}});
     return detected;
   }
   return want;

@@ -14,6 +14,7 @@
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/utf8.h"
 #include "tokenizer/vocab_tokenizer.h"
+#include "log/event_log.h"
 
 namespace llmesh {
 
@@ -39,10 +40,11 @@ class BpeTokenizer final : public VocabTokenizer {
     const PreTokenizerChoice choice = pre_tokenizer_for(pre);
     pre_ = choice.kind;
     if (!choice.exact) {
-      std::fprintf(stderr,
-                   "llmesh: warning: tokenizer.ggml.pre '%s' is not known exactly; using the "
-                   "'%s' pre-tokenizer, which may split some text differently\n",
-                   pre.c_str(), pre_tokenizer_name(pre_));
+      logs::warn("tokenizer", "pre_tokenizer_inexact",
+                 fmt::format("tokenizer.ggml.pre '{}' is not known exactly; using the '{}' pre-tokenizer, which may "
+                             "split some text differently",
+                             pre, pre_tokenizer_name(pre_)),
+                 {{"pre", pre}, {"using", pre_tokenizer_name(pre_)}});
     }
     // Hugging Face's Llama 3 tokenizer takes a word that is already a token as is.
     whole_word_first_ = pre_ == PreTokenizerKind::Llama3;

@@ -187,7 +187,7 @@ void LanDiscovery::start() {
     std::lock_guard lk(mu_);
     std::string names;
     for (auto& i : interfaces_) names += (names.empty() ? "" : ", ") + i.name;
-    log(names.empty() ? fmt::format("lan: listening on {}; no multicast-capable interface is up yet", where)
+    log(names.empty() ? fmt::format("lan: listening on {}; no multicast-capable interface is up yet (reason no_multicast_interface)", where)
                       : fmt::format("lan: listening on {} on {}", where, names));
   }
   stopping_ = false;
@@ -256,7 +256,7 @@ void LanDiscovery::refresh_interfaces() {
     if (!had) {
       int e = membership(i, IP_ADD_MEMBERSHIP);
       if (e != 0 && e != EADDRINUSE) {
-        log(fmt::format("lan: cannot join {} on {}: {}", opt_.group, i.name, errno_text(e)));
+        log(fmt::format("lan: cannot join {} on {}: {} (reason multicast_join_failed)", opt_.group, i.name, errno_text(e)));
         continue;
       }
     }
@@ -291,7 +291,7 @@ void LanDiscovery::send_message(LanMessageType type) {
   }
   std::lock_guard lk(mu_);
   stats_.sent += sent;
-  if (errors && stats_.send_errors == 0) log(fmt::format("lan: sending on an interface failed: {}", errno_text(errno)));
+  if (errors && stats_.send_errors == 0) log(fmt::format("lan: sending on an interface failed: {} (reason multicast_send_failed)", errno_text(errno)));
   stats_.send_errors += errors;
 }
 
@@ -397,7 +397,7 @@ void LanDiscovery::loop() {
     int n = ::poll(fds, 2, timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
-      log("lan: poll: " + errno_text(errno));
+      log("lan: poll: " + errno_text(errno) + "; LAN discovery stopped (reason lan_poll_failed)");
       break;
     }
     if (fds[1].revents & POLLIN) {

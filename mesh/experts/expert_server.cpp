@@ -47,7 +47,11 @@ void ExpertServer::accept(std::shared_ptr<Stream> stream) {
   for (auto& w : finished) w.thread.join();  // already returned: joins at once
   if (stopping_ || !why.empty() || stats_.streams >= opt_.max_streams) {
     ++stats_.errors;
-    if (opt_.log && !why.empty()) opt_.log("experts: refused a stream: " + why);
+    if (opt_.log)
+      opt_.log(stopping_       ? std::string("experts: refused a stream: stopping (reason experts_stopping)")
+               : !why.empty() ? "experts: refused a stream: " + why + " (reason experts_bad_open)"
+                              : fmt::format("experts: refused a stream: {} streams open already (reason experts_busy)",
+                                            stats_.streams));
     stream->reset(static_cast<ResetCode>(stopping_ ? kResetExpertsStopping
                                          : !why.empty() ? kResetExpertsBadOpen
                                                         : kResetExpertsBusy));
@@ -106,7 +110,7 @@ void ExpertServer::serve(std::shared_ptr<Stream> stream) {
       if (!reply.ok) ++stats_.errors;
     } catch (const ExpertFormatError& e) {
       // A message that breaks the format: the stream is no longer trustworthy.
-      if (opt_.log) opt_.log(std::string("experts: bad request, stream reset: ") + e.what());
+      if (opt_.log) opt_.log(std::string("experts: bad request, stream reset: ") + e.what() + " (reason experts_bad_request)");
       std::lock_guard lk(mu_);
       ++stats_.errors;
       stream->reset(ResetCode::PROTOCOL_ERROR);

@@ -183,7 +183,7 @@ void RemoteExpertClient::compute(int layer, const std::vector<Call>& calls) {
       failed_[h->id] = Clock::now();
       refreshed_ = {};  // re-read holders next time, without this one
       if (opt_.log)
-        opt_.log(fmt::format("experts: node {} (shard {}) failed ({}); its experts are left out for {} s",
+        opt_.log(fmt::format("experts: node {} (shard {}) failed ({}); its experts are left out for {} s (reason expert_node_failed)",
                              h->id.short_hex(), h->shard, e.what(),
                              std::chrono::duration_cast<std::chrono::seconds>(opt_.backoff).count()));
       account(false, 0, 0);

@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "log/event_log.h"
+
 namespace llmesh::mesh {
 
 std::string human_bytes(double b) {
@@ -37,6 +39,17 @@ ProgressFn stderr_progress(std::FILE* out) {
     double pct = p.total_bytes ? 100.0 * static_cast<double>(p.done_bytes) /
                                      static_cast<double>(p.total_bytes)
                                : 100.0;
+    // JSON logs (docs/logging.md): one event per artifact from the cache, and per tenth fetched.
+    const bool json = out == stderr && logs::format() == logs::Format::json;
+    const nlohmann::json fields = {{"path", p.path},
+                                   {"done_bytes", p.done_bytes},
+                                   {"total_bytes", p.total_bytes},
+                                   {"bytes_per_second", p.bytes_per_second},
+                                   {"cached", p.from_cache}};
+    if (p.from_cache && json) {
+      logs::info("fetch", fmt::format("{}  {}  cached", p.path, human_bytes(static_cast<double>(p.total_bytes))), fields);
+      return;
+    }
     if (p.from_cache) {
       fmt::print(out, "{}  {}  cached\n", p.path, human_bytes(static_cast<double>(p.total_bytes)));
       std::fflush(out);
@@ -46,13 +59,14 @@ ProgressFn stderr_progress(std::FILE* out) {
                                    human_bytes(static_cast<double>(p.done_bytes)),
                                    human_bytes(static_cast<double>(p.total_bytes)),
                                    human_bytes(p.bytes_per_second));
-    if (st->tty) {
+    if (st->tty && !json) {
       fmt::print(out, "\r{}\x1b[K{}", line, p.finished ? "\n" : "");
     } else {
       int decile = static_cast<int>(pct / 10);
       if (p.finished) decile = 10;
       if (decile == st->last_decile) return;
       st->last_decile = decile;
+      if (json) return logs::info("fetch", line, fields);
       fmt::print(out, "{}\n", line);
     }
     std::fflush(out);

@@ -12,6 +12,8 @@
 
 #include <fmt/format.h>
 
+#include "log/event_log.h"
+
 namespace llmesh::mesh {
 
 namespace fs = std::filesystem;
@@ -78,7 +80,7 @@ FetchedPackage fetch_package_impl(const std::string& source_spec, const std::fun
                                   bool fetch_missing_offline, LayerRange layers, const PackageFetchOptions& options) {
   auto warn = [&](const std::string& msg) {
     if (options.warn) options.warn(msg);
-    else std::fprintf(stderr, "llmesh: warning: %s\n", msg.c_str());
+    else logs::emit(logs::from_line("fetch", "llmesh: warning: " + msg));
   };
   const fs::path root =
       fs::absolute(options.cache_root.empty() ? default_cache_root() : options.cache_root).lexically_normal();
@@ -159,8 +161,8 @@ FetchedPackage fetch_package_impl(const std::string& source_spec, const std::fun
         if (!have[i])
           throw FetchError(fmt::format("cannot read the package manifest from {} ({}), and {} is not in the cache {}",
                                        source_spec, fetch_error, refs[i].path, out.dir.string()));
-    warn(fmt::format("cannot reach {} ({}); using the manifest cached at {}", source_spec, fetch_error,
-                     index.string()));
+    warn(fmt::format("cannot reach {} ({}); using the manifest cached at {} (reason source_unreachable)", source_spec,
+                     fetch_error, index.string()));
     if (!all) source->expect(refs);
     for (size_t i = 0; i < refs.size(); ++i) {
       const ArtifactRef& r = refs[i];
@@ -189,7 +191,7 @@ FetchedPackage fetch_package_impl(const std::string& source_spec, const std::fun
       start.erase(r.path);
       fs::path local = cache.ensure(r, *source, count);
       if (options.verify && sha256_file(local) != r.sha256) {
-        warn(fmt::format("{} in the cache no longer matches its sha256; fetching it again", r.path));
+        warn(fmt::format("{} in the cache no longer matches its sha256; fetching it again (reason cache_corrupt)", r.path));
         std::error_code ec;
         fs::remove(local, ec);
         fs::path marker = local;

@@ -170,7 +170,8 @@ size_t ArtifactServer::add_package(const fs::path& dir, const PackageManifest& m
     if (verify_sha256) {
       try {
         if (sha256_file(file) != ref.sha256) {
-          log(fmt::format("artifact server: {} does not match its sha256; not served", file.string()));
+          log(fmt::format("artifact server: {} does not match its sha256; not served (reason artifact_corrupt)",
+                          file.string()));
           continue;
         }
       } catch (const FetchError&) {
@@ -258,8 +259,8 @@ void ArtifactServer::serve(std::shared_ptr<Stream> stream) {
   }
   if (active_ >= options_.max_concurrent) {
     ++stats_.busy;
-    log(fmt::format("artifact server: peer {} refused: {} streams already served", stream->peer().short_hex(),
-                    active_));
+    log(fmt::format("artifact server: peer {} refused: {} streams already served (reason artifact_busy)",
+                    stream->peer().short_hex(), active_));
     stream->reset(static_cast<ResetCode>(kResetArtifactBusy));
     return;
   }
@@ -293,8 +294,9 @@ void ArtifactServer::run(uint64_t key, std::shared_ptr<Stream> stream) {
       if (code == kResetArtifactBadRequest) ++stats_.bad_request;
       if (code == kResetArtifactNotFound) ++stats_.not_found;
     }
-    log(fmt::format("artifact server: peer {} refused ({}): {}", stream->peer().short_hex(),
-                    describe_artifact_reset(code), why));
+    log(fmt::format("artifact server: peer {} refused ({}): {} (reason {})", stream->peer().short_hex(),
+                    describe_artifact_reset(code), why,
+                    code == kResetArtifactNotFound ? "artifact_not_found" : "artifact_bad_request"));
     stream->reset(static_cast<ResetCode>(code));
   };
 
@@ -348,7 +350,7 @@ void ArtifactServer::run(uint64_t key, std::shared_ptr<Stream> stream) {
       ssize_t r = ::pread(f.fd, buf.data(), want, static_cast<off_t>(req.offset + sent));
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
-        log(fmt::format("artifact server: cannot read {}: {}", entry.file.string(),
+        log(fmt::format("artifact server: cannot read {}: {} (reason artifact_read_failed)", entry.file.string(),
                         r < 0 ? std::strerror(errno) : "the file got shorter"));
         ok = false;
         break;
@@ -371,7 +373,7 @@ void ArtifactServer::run(uint64_t key, std::shared_ptr<Stream> stream) {
       stream->reset(ResetCode::CANCEL);
     }
   } catch (const std::exception& e) {
-    log(fmt::format("artifact server: {}", e.what()));
+    log(fmt::format("artifact server: {} (reason artifact_serve_failed)", e.what()));
     stream->reset(ResetCode::CANCEL);
   }
   finish();

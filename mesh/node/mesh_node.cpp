@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "identity/private_file.h"
+#include "log/event_log.h"
 
 namespace llmesh::mesh {
 
@@ -32,6 +33,15 @@ bool is_wildcard(const std::string& host) { return host.empty() || host == "0.0.
 // The admission layer's GOAWAY code for a reason (0x100 + reason), and back.
 uint32_t refusal_code(invite::AdmissionReason r) {
   return static_cast<uint32_t>(GoAwayCode::NOT_ADMITTED) + static_cast<uint32_t>(r);
+}
+
+// The reason code of a refused or failed dial (docs/logging.md): the admission reason's name.
+std::string refusal_reason(const CloseReason& why) {
+  if (why.code > 0x100 && why.code < 0x200)
+    if (auto r = invite::admission_reason_from_code(static_cast<uint8_t>(why.code - 0x100)))
+      return invite::admission_reason_name(*r);
+  std::string code = close_reason_code(why, AdmissionHooks{});
+  return code.empty() ? "not_admitted" : code;
 }
 
 std::string describe_refusal(const CloseReason& why) {
@@ -101,6 +111,10 @@ MeshNode::MeshNode(NodeIdentity identity, invite::MeshSecret secret, MeshNodeOpt
   if (!t.log) t.log = [this](const std::string& line) { log(line); };
   t.admission.make = [this](const PeerInfo& p) { return make_admit(p); };
   t.admission.verify = [this](const PeerInfo& p, std::span<const uint8_t> admit) { return verify_admit(p, admit); };
+  t.admission.reason_name = [](uint32_t code) {
+    auto r = invite::admission_reason_from_code(static_cast<uint8_t>(code - 0x100));
+    return r ? std::string(invite::admission_reason_name(*r)) : std::string();
+  };
   t.capabilities["role"] = gossip::role_name(self.role);
   Transport::Callbacks cb;
   cb.on_message = [this](const NodeId& from, uint16_t kind, std::vector<uint8_t> body) {
@@ -128,7 +142,7 @@ void MeshNode::log(const std::string& line) const {
   if (opt_.log)
     opt_.log(line);
   else
-    std::fprintf(stderr, "%s\n", line.c_str());
+    logs::emit(logs::from_line("mesh", line));
 }
 
 std::vector<uint8_t> MeshNode::make_admit(const PeerInfo& peer) const {
@@ -261,7 +275,7 @@ void MeshNode::on_control(const NodeId& from, const std::vector<uint8_t>& body) 
     try {
       invite::save_mesh_secret(secret_, opt_.secret_path);
     } catch (const std::exception& e) {
-      log(std::string("mesh: cannot save the rotated secret: ") + e.what());
+      log(std::string("mesh: cannot save the rotated secret: ") + e.what() + " (reason secret_save_failed)");
     }
   }
   push_secret_locked();  // pass it on: peers this node reaches but the rotating node does not
@@ -358,7 +372,7 @@ void MeshNode::send_locked(const MemberId& to, std::vector<uint8_t> bytes, gossi
       auto wait = std::min<std::chrono::seconds>(std::chrono::seconds(1 << dd.refusals), std::chrono::minutes(5));
       dd.retry_after = Clock::now() + wait;
       log("mesh: node " + peer.short_hex() + " " + describe_refusal(why) + "; next try in " +
-          std::to_string(wait.count()) + " s");
+          std::to_string(wait.count()) + " s (reason " + refusal_reason(why) + ")");
     } else {
       dd.retry_after = Clock::now() + kDialRetry;
     }
@@ -375,8 +389,12 @@ void MeshNode::handle_events_locked(gossip::TimePoint now) {
       if (m && m->has_state)
         extra = " (" + std::string(gossip::role_name(m->state.role)) +
                 (m->state.mesh_address.empty() ? "" : ", " + m->state.mesh_address) + ")";
+      // A node found dead or suspected is a failure: it carries a reason (docs/logging.md).
+      const char* reason = ev.kind == gossip::MemberEvent::Kind::dead      ? " (reason member_dead)"
+                           : ev.kind == gossip::MemberEvent::Kind::suspect ? " (reason member_suspect)"
+                                                                           : "";
       log("mesh: node " + who + extra + " " + what + ", incarnation " + std::to_string(ev.incarnation) + "; " +
-          std::to_string(swim_->alive_count()) + " alive");
+          std::to_string(swim_->alive_count()) + " alive" + reason);
       peers_dirty_ = true;
     }
     recent_events_.push_back({{"event", what},
@@ -527,7 +545,7 @@ void MeshNode::save_peers_locked() {
   try {
     write_private_file(opt_.peers_path, j.dump(2) + "\n");
   } catch (const std::exception& e) {
-    log(std::string("mesh: cannot save known peers: ") + e.what());
+    log(std::string("mesh: cannot save known peers: ") + e.what() + " (reason peers_save_failed)");
   }
 }
 

@@ -15,6 +15,7 @@ constexpr ResetCode kRefused = ResetCode::REFUSED;
 
 #include <nlohmann/json.hpp>
 
+#include "log/event_log.h"
 #include "routing/request_format.h"
 
 namespace llmesh::mesh {
@@ -56,7 +57,7 @@ void ForwardServer::log(const std::string& line) const {
   if (opt_.log)
     opt_.log(line);
   else
-    std::fprintf(stderr, "llmesh routing: %s\n", line.c_str());
+    logs::emit(logs::from_line("routing", "llmesh routing: " + line));
 }
 
 bool ForwardServer::accept(std::shared_ptr<Stream> stream) {
@@ -92,7 +93,7 @@ void ForwardServer::run(Exchange& ex) {
     ++(stats_.*field);
   };
   auto refuse = [&](const std::string& why) {
-    log(fmt::format("refused a request from {}: {}", who, why));
+    log(fmt::format("refused a request from {}: {} (reason bad_request)", who, why));
     count(&Stats::bad_request);
     s.reset(static_cast<ResetCode>(routing::kResetBadRequest));
   };
@@ -144,7 +145,7 @@ void ForwardServer::run(Exchange& ex) {
       break;
     }
     if (r.status == Stream::Status::TIMEOUT) {
-      log(fmt::format("request from {}: no body within {} ms", who, opt_.body_timeout.count()));
+      log(fmt::format("request from {}: no body within {} ms (reason body_timeout)", who, opt_.body_timeout.count()));
       release.now();
       count(&Stats::failed);
       s.reset(ResetCode::CANCEL);
@@ -169,7 +170,7 @@ void ForwardServer::run(Exchange& ex) {
           return false;
         }
         if (Clock::now() - since > opt_.write_stall_timeout) {
-          log(fmt::format("request from {}: the caller read nothing for {} ms; reset", who,
+          log(fmt::format("request from {}: the caller read nothing for {} ms; reset (reason write_stalled)", who,
                           opt_.write_stall_timeout.count()));
           s.reset(ResetCode::CANCEL);
           ex.cancelled = true;
@@ -187,7 +188,7 @@ void ForwardServer::run(Exchange& ex) {
     const std::string msg =
         bad_method ? fmt::format("Method {} is not forwarded by the mesh (only GET and POST)", head.method)
                    : fmt::format("Path {} is not forwarded by the mesh (only /v1/...)", head.path);
-    log(fmt::format("request from {}: {}", who, msg));
+    log(fmt::format("request from {}: {} (reason not_forwardable)", who, msg));
     std::string err = error_json(msg, "not_forwardable");
     count(&Stats::bad_request);
     release.now();
@@ -272,7 +273,7 @@ void ForwardServer::run(Exchange& ex) {
     return;
   }
   if (!ok || !ex.head_sent) {
-    log(fmt::format("request from {} ({} {}): the local API failed: {}", who, head.method, head.path,
+    log(fmt::format("request from {} ({} {}): the local API failed: {} (reason local_api_failed)", who, head.method, head.path,
                     ok ? "no answer" : httplib::to_string(err)));
     count(&Stats::failed);
     s.reset(ex.head_sent ? ResetCode::CANCEL : static_cast<ResetCode>(routing::kResetLocalUnavailable));

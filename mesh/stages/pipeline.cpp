@@ -374,7 +374,7 @@ std::span<const float> PipelineBatchModel::run(const Batch& batch) {
       const auto now = Clock::now();
       if (failed_at) std::this_thread::sleep_for(opt_.poll);  // failing again: don't spin
       if (!failed_at) failed_at = now;
-      if (opt_.log) opt_.log(fmt::format("pipeline: {}; re-routing around it", f.what()));
+      if (opt_.log) opt_.log(fmt::format("pipeline: {}; re-routing around it (reason stage_failed)", f.what()));
       avoid_[f.node()] = now;
       drop_route(f.what());
       if (now - *failed_at > opt_.recovery_timeout)

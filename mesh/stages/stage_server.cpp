@@ -154,9 +154,22 @@ std::unique_ptr<LocalStageSession> StageServer::open_local(const StageOpen& open
   return l;
 }
 
+// The reason code of a stage stream's reset code, for log lines (docs/logging.md).
+static const char* stage_reset_reason(uint32_t code) {
+  switch (code) {
+    case kResetStageBadRequest: return "stage_bad_request";
+    case kResetStageWrongModel: return "stage_wrong_model";
+    case kResetStageBusy: return "stage_busy";
+    case kResetStageIdle: return "stage_idle";
+    case kResetStageStopping: return "stage_stopping";
+  }
+  return "stage_refused";
+}
+
 void StageServer::accept(std::shared_ptr<Stream> stream) {
   auto refuse = [&](uint32_t code, const std::string& why) {
-    log(fmt::format("stage: refused a stream from {}: {}", stream->peer().short_hex(), why));
+    log(fmt::format("stage: refused a stream from {}: {} (reason {})", stream->peer().short_hex(), why,
+                    stage_reset_reason(code)));
     {
       std::lock_guard lk(mu_);
       ++stats_.errors;
@@ -268,7 +281,7 @@ void StageServer::serve(const std::shared_ptr<Session>& s) {
     try {
       step = decode_step(msg.message, o, model_->config().n_embd);
     } catch (const std::exception& e) {
-      log(fmt::format("stage: bad step from {}: {}", who, e.what()));
+      log(fmt::format("stage: bad step from {}: {} (reason stage_bad_request)", who, e.what()));
       {
         std::lock_guard lk(mu_);
         ++stats_.errors;
@@ -284,9 +297,9 @@ void StageServer::serve(const std::shared_ptr<Session>& s) {
       stats_.bytes_in += msg.message.size();
       stats_.bytes_out += bytes.size();
     }
-    if (reply.error) log(fmt::format("stage: step {} from {} failed: {}", id, who, reply.message));
+    if (reply.error) log(fmt::format("stage: step {} from {} failed: {} (reason stage_step_failed)", id, who, reply.message));
     if (s->stream->write(bytes) != Stream::Status::OK) {
-      log(fmt::format("stage: session from {} went away", who));
+      log(fmt::format("stage: session from {} went away (reason stage_peer_gone)", who));
       return;
     }
   }

@@ -237,7 +237,8 @@ bool PeerConnection::handle(Frame& f) {
       uint32_t code = get_u32(f.payload.data());
       std::string text = printable(std::span<const uint8_t>(f.payload).subspan(4), 512);
       CloseReason why{code, true, text};
-      host_.log("peer " + info_.id.short_hex() + " sent GOAWAY: " + why.describe());
+      host_.log("peer " + info_.id.short_hex() + " sent GOAWAY: " + why.describe() +
+                close_reason_suffix(why, opt_.admission));
       going_away_ = true;
       detach(why);
       arm_drain_timer();
@@ -293,7 +294,8 @@ void PeerConnection::handle_admit(Frame& f) {
   }
   auto refusal = opt_.admission.verify(info_, std::span<const uint8_t>(f.payload).subspan(2));
   if (refusal) {
-    host_.log("admission refused: peer " + info_.id.short_hex() + " at " + info_.address + ": " + refusal->second);
+    host_.log("admission refused: peer " + info_.id.short_hex() + " at " + info_.address + ": " + refusal->second +
+              close_reason_suffix(CloseReason{refusal->first, false, {}}, opt_.admission));
     abort(refusal->first, refusal->second);
     return;
   }
@@ -306,7 +308,7 @@ void PeerConnection::refused_by_peer(Frame& f) {
   CloseReason why{code, true, text};
   std::string who = info_.id == NodeId{} ? info_.address : info_.id.short_hex() + " at " + info_.address;
   host_.log((code > 0x100 && code < 0x200 ? "admission refused by peer " : "connection refused by peer ") + who +
-            ": " + why.describe());
+            ": " + why.describe() + close_reason_suffix(why, opt_.admission));
   finish(why);
 }
 
@@ -506,7 +508,7 @@ void PeerConnection::abort(uint32_t code, const std::string& message) {
   if (closed_ || flush_then_close_) return;
   CloseReason why{code, false, message};
   host_.log("closing connection to " + (info_.id == NodeId{} ? info_.address : info_.id.short_hex()) + ": " +
-            why.describe());
+            why.describe() + close_reason_suffix(why, opt_.admission));
   detach(why);
   reason_ = why;
   for (auto& [id, s] : streams_) s->on_closed();

@@ -11,6 +11,7 @@
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 
+#include "log/event_log.h"
 #include "transport/connection.h"
 #include "transport/tls_context.h"
 
@@ -26,6 +27,36 @@ std::string CloseReason::describe() const {
   if (by_peer) s += ", by the peer";
   if (!message.empty()) s += ": " + message;
   return s;
+}
+
+std::string close_reason_code(const CloseReason& why, const AdmissionHooks& admission) {
+  if (why.code > 0x100 && why.code < 0x200) {
+    std::string name = admission.reason_name ? admission.reason_name(why.code) : std::string();
+    return name.empty() ? "not_admitted" : name;
+  }
+  switch (static_cast<GoAwayCode>(why.code)) {
+    case GoAwayCode::NORMAL:
+    case GoAwayCode::SHUTDOWN:
+    case GoAwayCode::DUPLICATE: return "";
+    case GoAwayCode::PROTOCOL_ERROR: return "protocol_error";
+    case GoAwayCode::VERSION_MISMATCH: return "version_mismatch";
+    case GoAwayCode::FRAME_TOO_LARGE: return "frame_too_large";
+    case GoAwayCode::FLOW_CONTROL: return "flow_control";
+    case GoAwayCode::KEEPALIVE_TIMEOUT: return "keepalive_timeout";
+    case GoAwayCode::IDENTITY_MISMATCH: return "identity_mismatch";
+    case GoAwayCode::HANDSHAKE_TIMEOUT: return "handshake_timeout";
+    case GoAwayCode::INTERNAL: return "internal_error";
+    case GoAwayCode::TOO_MANY_STREAMS: return "too_many_streams";
+    case GoAwayCode::MESSAGE_TOO_LARGE: return "message_too_large";
+    case GoAwayCode::CONNECTION_LOST: return "connection_lost";
+    case GoAwayCode::NOT_ADMITTED: return "not_admitted";
+  }
+  return why.code >= 0x200 ? "application_close" : "unknown_close_code";
+}
+
+std::string close_reason_suffix(const CloseReason& why, const AdmissionHooks& admission) {
+  std::string code = close_reason_code(why, admission);
+  return code.empty() ? std::string() : " (reason " + code + ")";
 }
 
 struct Transport::Impl : ConnectionHost {
@@ -66,7 +97,7 @@ struct Transport::Impl : ConnectionHost {
     if (opt.log)
       opt.log(text);
     else
-      std::fprintf(stderr, "%s\n", text.c_str());
+      logs::emit(logs::from_line("transport", text));
   }
 
   template <typename F>
@@ -74,7 +105,7 @@ struct Transport::Impl : ConnectionHost {
     try {
       f();
     } catch (const std::exception& e) {
-      log(std::string(what) + " callback threw: " + e.what());
+      log(std::string(what) + " callback threw: " + e.what() + " (reason callback_failed)");
     }
   }
 
@@ -164,7 +195,7 @@ struct Transport::Impl : ConnectionHost {
         return;
       }
     }
-    log("disconnected from " + c->peer().short_hex() + ": " + why.describe());
+    log("disconnected from " + c->peer().short_hex() + ": " + why.describe() + close_reason_suffix(why, opt.admission));
     if (cb.on_disconnected) guarded("on_disconnected", [&] { cb.on_disconnected(c->peer(), why); });
   }
 
@@ -208,7 +239,8 @@ struct Transport::Impl : ConnectionHost {
       if (auto ep = sock.remote_endpoint(ec); !ec) from = ep.address().to_string() + ":" + std::to_string(ep.port());
       begin(std::move(sock), false, std::nullopt, [this, from](std::optional<PeerInfo> info, CloseReason why) {
         --pending_inbound;
-        if (!info) log("inbound connection from " + from + " failed: " + why.describe());
+        if (!info)
+          log("inbound connection from " + from + " failed: " + why.describe() + close_reason_suffix(why, opt.admission));
       });
     }
   }

@@ -30,6 +30,9 @@ struct AdmissionHooks {
   std::function<std::optional<std::pair<uint32_t, std::string>>(const struct PeerInfo& peer,
                                                                   std::span<const uint8_t> admit)>
       verify;
+  // The snake_case name of a refusal code (0x101..0x1FF), for the reason of log lines
+  // ("wrong_secret"); unset: "not_admitted".
+  std::function<std::string(uint32_t code)> reason_name;
   bool enabled() const { return make && verify; }
 };
 
@@ -47,7 +50,8 @@ struct TransportOptions {
   int max_missed_pings = 3;  // closed after ping_interval * max_missed_pings without a PONG
   std::chrono::milliseconds drain_timeout{10000};  // after GOAWAY, streams get this long to finish
   AdmissionHooks admission;  // empty: connections are ready after HELLO
-  // One line per connection event (handshake refused, closed with a reason...). Default: stderr.
+  // One line per connection event (handshake refused, closed with a reason...); a refusal or
+  // failure ends with " (reason code)" (docs/logging.md). Default: stderr (llmesh_log).
   std::function<void(const std::string&)> log;
 };
 
@@ -58,6 +62,13 @@ struct CloseReason {
   std::string message;
   std::string describe() const;  // "keepalive timeout (by peer): ..."
 };
+
+// The reason code of a connection's end for log lines (docs/logging.md): the GOAWAY code's name
+// ("keepalive_timeout", "connection_lost"), an admission refusal's admission.reason_name
+// ("wrong_secret"), or "" for an ordinary end (normal, shutdown, duplicate connection).
+std::string close_reason_code(const CloseReason& why, const AdmissionHooks& admission);
+// " (reason <code>)", or "" when close_reason_code is "".
+std::string close_reason_suffix(const CloseReason& why, const AdmissionHooks& admission);
 
 struct PeerInfo {
   NodeId id;
