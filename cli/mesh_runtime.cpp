@@ -5,6 +5,7 @@
 #include <sodium.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,8 @@
 #include "identity/private_file.h"
 #include "invite/invite_token.h"
 #include "invite/mesh_secret.h"
+#include "log/event_log.h"
+#include "node/mesh_view.h"
 #include "routing/request_format.h"
 #include "server/api_error.h"
 
@@ -30,6 +33,7 @@ namespace {
 
 constexpr const char* kNodeFile = "node.json";
 constexpr auto kRefreshInterval = std::chrono::milliseconds(1000);
+constexpr auto kSlowRefresh = std::chrono::seconds(5);
 
 std::string random_hex(size_t bytes) {
   std::vector<uint8_t> b(bytes);
@@ -38,6 +42,8 @@ std::string random_hex(size_t bytes) {
 }
 
 bool is_wildcard(const std::string& h) { return h.empty() || h == "0.0.0.0" || h == "::"; }
+// A host as it appears in a URL: IPv6 in brackets.
+std::string url_host(const std::string& h) { return h.find(':') != std::string::npos ? "[" + h + "]" : h; }
 
 // The host other nodes' tools can use to reach this API from this machine.
 std::string local_api_host(const std::string& listen) {
@@ -79,6 +85,20 @@ void add_mesh_options(CLI::App* sub, MeshCliOptions& o, bool client) {
       ->group("Mesh");
   add_discovery_options(sub, o.discovery, client);
   add_lan_options(sub, o.lan);
+  sub->add_option_function<int>(
+         "--console-port",
+         [&o](const int& p) {
+           o.console_port = p;
+           o.console_port_given = true;
+         },
+         "TCP port of the web console (docs/console.md; default 3131, skipped with a warning when taken; 0: any "
+         "free port)")
+      ->check(CLI::Range(0, 65535))
+      ->group("Console");
+  sub->add_option("--console-listen", o.console_listen,
+                  "Address the web console listens on (default: the API's --listen address)")
+      ->group("Console");
+  sub->add_flag("--no-console", o.no_console, "No web console")->group("Console");
 }
 
 MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
@@ -186,6 +206,7 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
 
 MeshRuntime::~MeshRuntime() {
   stopping_ = true;
+  if (console_) console_->stop();  // its state comes from the node
   lan_.reset();  // waits for a join it started
   stop_publisher();
   if (refresher_.joinable()) refresher_.join();
@@ -229,7 +250,51 @@ gossip::NodeState MeshRuntime::load_state() const {
   return s;
 }
 
+json MeshRuntime::status() const {
+  json st = node_->status_json();
+  if (local_.split_status) st["split"] = local_.split_status();
+  if (lan_) st["lan"] = lan_->status_json();
+  st["discovery"] = discovery_status();
+  mesh::add_mesh_view(st);
+  if (api_port_ > 0)
+    st["node"]["api_url"] = fmt::format("http://{}:{}/v1", url_host(local_api_host(local_.api_host)), api_port_);
+  if (console_) st["node"]["console_url"] = console_->url();
+  return st;
+}
+
+// The console of this node (docs/console.md), on --console-port. The default port may be taken
+// (another node on this machine): the node runs without a console then, and says so.
+void MeshRuntime::start_console(int api_port, json& out) {
+  if (opt_.no_console) return;
+  api::ConsoleOptions co;
+  co.host = opt_.console_listen.empty() ? local_.api_host : opt_.console_listen;
+  co.port = opt_.console_port;
+  co.api_host = local_api_host(local_.api_host);
+  co.api_port = api_port;
+  co.api_key = local_.api_key;
+  auto console = std::make_unique<api::ConsoleServer>(
+      co, [this] { return status(); },
+      [this] { return api_ ? api_->metrics_text() : mesh::mesh_metrics_text(status()); });
+  try {
+    console->bind();
+  } catch (const std::runtime_error& e) {
+    if (opt_.console_port_given) throw std::runtime_error(std::string("--console-port: ") + e.what());
+    logs::warn("console", "console_port_in_use",
+               fmt::format("no web console: {}; choose another port with --console-port, or --no-console", e.what()),
+               {{"port", co.port}});
+    out["console_error"] = e.what();
+    return;
+  }
+  console->start();
+  console_ = std::move(console);
+  out["console"] = console_->url();
+  if (!quiet_) logs::info("console", fmt::format("web console at {}", console_->url()), {{"url", console_->url()}});
+}
+
 void MeshRuntime::add_endpoints(api::ApiServer& server) {
+  api_ = &server;
+  // /metrics: the mesh as this node sees it, after the node's own serving metrics.
+  server.set_extra_metrics([this] { return mesh::mesh_metrics_text(status()); });
   control_key_ = random_hex(32);
   auto control_ok = [this](const httplib::Request& req) {
     const std::string k = req.get_header_value("X-Llmesh-Control");
@@ -239,11 +304,7 @@ void MeshRuntime::add_endpoints(api::ApiServer& server) {
                                                       control_key_.size()));
   };
   server.add_endpoint("GET", "/mesh/status", [this](const httplib::Request&, httplib::Response& res) {
-    json st = node_->status_json();
-    if (local_.split_status) st["split"] = local_.split_status();
-    if (lan_) st["lan"] = lan_->status_json();
-    st["discovery"] = discovery_status();
-    res.set_content(st.dump(), "application/json");
+    res.set_content(api::dump_json(status()), "application/json");
   });
   // Invites carry the mesh secret: only a caller that can read this node's node.json (its own
   // user on this machine) gets one.
@@ -328,15 +389,18 @@ json MeshRuntime::on_listening(int api_port) {
     s.api_address = (is_wildcard(local_.api_host) ? adv_host : local_.api_host) + ":" + std::to_string(api_port);
   });
 
+  api_port_ = api_port;
+  json out = {{"node_id", node_->id().hex()}, {"mesh_address", node_->mesh_address()}};
+  start_console(api_port, out);
   json node_file = {{"version", 1},
                     {"pid", static_cast<int>(::getpid())},
                     {"api", api_host + ":" + std::to_string(api_port)},
                     {"node_id", node_->id().hex()},
                     {"mesh_address", node_->mesh_address()},
                     {"control_key", control_key_}};
+  if (console_) node_file["console"] = console_->url();
   mesh::write_private_file(home_ / kNodeFile, node_file.dump(2) + "\n");
 
-  json out = {{"node_id", node_->id().hex()}, {"mesh_address", node_->mesh_address()}};
   // Before the join: a node whose saved peers are stale is found on the LAN meanwhile.
   if (lan_) lan_->start(/*waiting=*/seeds_.empty() && auto_candidates_.empty());
   if (!auto_candidates_.empty()) {
@@ -386,11 +450,31 @@ json MeshRuntime::on_listening(int api_port) {
 
 // Load and free memory change all the time; they are spread when they change in a way that
 // matters for routing (requests running or waiting) and at most every few seconds otherwise.
+std::vector<gossip::Link> MeshRuntime::measured_links() const {
+  std::vector<gossip::Link> links;
+  for (const auto& v : node_->members()) {
+    if (v.self || !v.connected || !v.rtt || !v.id) continue;
+    if (v.member.status != gossip::MemberStatus::alive && v.member.status != gossip::MemberStatus::suspect) continue;
+    // Coarse steps (50 us, 0.1 ms, 1 ms, 10 ms): jitter alone does not re-send the record.
+    int64_t us = std::max<int64_t>(1, v.rtt->count());
+    int64_t step = us < 1000 ? 50 : us < 10000 ? 100 : us < 100000 ? 1000 : 10000;
+    us = std::max<int64_t>(step, (us + step / 2) / step * step);
+    links.push_back({v.id->hex().substr(0, gossip::kLinkPeerChars),
+                     static_cast<uint32_t>(std::min<int64_t>(us, UINT32_MAX))});
+  }
+  std::sort(links.begin(), links.end(), [](const gossip::Link& a, const gossip::Link& b) {
+    return a.rtt_us != b.rtt_us ? a.rtt_us < b.rtt_us : a.peer < b.peer;
+  });
+  if (links.size() > gossip::kMaxLinks) links.resize(gossip::kMaxLinks);
+  return links;
+}
+
 void MeshRuntime::refresh_state_loop() {
   auto hw_at = std::chrono::steady_clock::now() - std::chrono::hours(1);
   double gflops = -1;  // measured once: it costs ~150 ms of every core
   uint64_t last_generated = 0;
   auto last_t = std::chrono::steady_clock::now();
+  auto slow_at = last_t - std::chrono::hours(1);
   while (!stopping_) {
     for (int i = 0; i < 10 && !stopping_; ++i) std::this_thread::sleep_for(kRefreshInterval / 10);
     if (stopping_) break;
@@ -418,6 +502,19 @@ void MeshRuntime::refresh_state_loop() {
       g.accelerator = h.accelerator;
       hw = g;
     }
+    // Counters and round trips change all the time and matter only to people and /metrics:
+    // spread every kSlowRefresh at most. (members() takes the node's lock: not inside update_state.)
+    std::optional<gossip::NodeState> slow;
+    if (now - slow_at >= kSlowRefresh) {
+      slow_at = now;
+      slow.emplace();
+      if (local_.model) {
+        SchedulerStats st = local_.model->scheduler->stats();
+        slow->load.requests_total = st.requests_done;
+        slow->load.generated_tokens_total = st.generated_tokens;
+      }
+      slow->links = measured_links();
+    }
     node_->update_state([&](gossip::NodeState& s) {
       s.models = fresh.models;
       s.load.active_requests = fresh.load.active_requests;
@@ -429,6 +526,11 @@ void MeshRuntime::refresh_state_loop() {
       s.load.tokens_per_second = std::round(rounded * 10) / 10;
       if (hw) s.hardware = *hw;
       if (local_.describe) local_.describe(s);
+      if (slow) {
+        s.load.requests_total = slow->load.requests_total;
+        s.load.generated_tokens_total = slow->load.generated_tokens_total;
+        s.links = slow->links;
+      }
     });
   }
 }

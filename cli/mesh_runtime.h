@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/lan_join.h"
+#include "console/console_server.h"
 #include "cli/mesh_discovery.h"
 #include "gossip/node_state.h"
 #include "node/mesh_node.h"
@@ -37,6 +38,11 @@ struct MeshCliOptions {
   int join_timeout_s = 20;
   DiscoveryCliOptions discovery;  // nostr: --publish, --auto, --relay... (cli/mesh_discovery.h)
   LanCliOptions lan;              // --discovery lan, --lan-port, --lan-interval (cli/lan_join.h)
+  // The web console (docs/console.md): --console-port, --console-listen, --no-console.
+  int console_port = 3131;
+  bool console_port_given = false;  // given: a port that is taken fails the start
+  std::string console_listen;       // empty: the API's --listen address
+  bool no_console = false;
 };
 void add_mesh_options(CLI::App* sub, MeshCliOptions& o, bool client);
 
@@ -63,18 +69,25 @@ class MeshRuntime {
   ~MeshRuntime();
 
   api::ModelRouter* router() { return router_.get(); }
-  // Registers /mesh/status and /mesh/invite on the API server.
+  // Registers /mesh/status and /mesh/invite on the API server, and the mesh's series on its
+  // /metrics.
   void add_endpoints(api::ApiServer& server);
-  // The API is bound on `api_port`: start forwarding, join, write node.json. Returns fields for
-  // the listening line.
+  // The API is bound on `api_port`: start forwarding, the console, join, write node.json.
+  // Returns fields for the listening line.
   nlohmann::json on_listening(int api_port);
   // Stop signal: announce the leave (routing to this node stops), keep connections for the drain.
   void on_stopping();
 
   mesh::MeshNode& node() { return *node_; }
+  // What /mesh/status, `llmesh status`, the console and /metrics show: the node's status with
+  // the mesh view (links, placement, totals; mesh/node/mesh_view.h).
+  nlohmann::json status() const;
 
  private:
+  void start_console(int api_port, nlohmann::json& out);
   void refresh_state_loop();
+  // This node's round trips to its connected peers, for its gossip record (nearest first).
+  std::vector<gossip::Link> measured_links() const;
   // --auto: discovers and ranks public meshes; returns the secret of the best (or of a new
   // public mesh for a server that found none).
   invite::MeshSecret resolve_auto();
@@ -103,6 +116,9 @@ class MeshRuntime {
   std::optional<mesh::PeerLimitOptions> peer_limits_;
   std::shared_ptr<mesh::PeerLimits> limiter_;
   std::unique_ptr<LanJoin> lan_;  // --discovery lan
+  api::ApiServer* api_ = nullptr;  // set by add_endpoints
+  int api_port_ = 0;
+  std::unique_ptr<api::ConsoleServer> console_;
   std::atomic<bool> stopping_{false};
   std::thread refresher_;
 };

@@ -113,18 +113,7 @@ void ApiServer::routes() {
     res.set_content(dump_json(j), "application/json");
   });
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    SchedulerStats s = local_stats();
-    GaugeSnapshot g{s.active, s.queued, s.n_parallel, s.steps, s.prefill_tokens};
-    if (model_) g.speculative = model_->speculative;
-    g.spec_windows = s.spec_windows;
-    g.spec_drafted = s.spec_drafted;
-    g.spec_accepted = s.spec_accepted;
-    g.spec_tokens = s.spec_tokens;
-    g.spec_failures = s.spec_failures;
-    g.spec_window_mean = s.spec_window_mean;
-    std::string text = metrics_.render(g);
-    if (model_ && model_->extra_metrics) text += model_->extra_metrics();
-    res.set_content(text, "text/plain; version=0.0.4");
+    res.set_content(metrics_text(), "text/plain; version=0.0.4");
   });
 
   // Statuses the HTTP library produces itself (no route, body too large, bad request line)
@@ -145,6 +134,22 @@ void ApiServer::routes() {
     res.set_content(dump_json(error_body(e, flavor)), "application/json");
     metrics_.request_done("other", res.status);
   });
+}
+
+std::string ApiServer::metrics_text() const {
+  SchedulerStats s = local_stats();
+  GaugeSnapshot g{s.active, s.queued, s.n_parallel, s.steps, s.prefill_tokens, {}};
+  if (model_) g.speculative = model_->speculative;
+  g.spec_windows = s.spec_windows;
+  g.spec_drafted = s.spec_drafted;
+  g.spec_accepted = s.spec_accepted;
+  g.spec_tokens = s.spec_tokens;
+  g.spec_failures = s.spec_failures;
+  g.spec_window_mean = s.spec_window_mean;
+  std::string text = metrics_.render(g);
+  if (model_ && model_->extra_metrics) text += model_->extra_metrics();
+  if (extra_metrics_) text += extra_metrics_();
+  return text;
 }
 
 // Requests for a model this node does not serve go to a node that does. Returns false when

@@ -40,6 +40,10 @@ class ApiServer {
   void drain_and_stop(std::chrono::steady_clock::time_point deadline, const std::function<bool()>& hurry);
 
   Metrics& metrics() { return metrics_; }
+  // The Prometheus text GET /metrics answers: this node's serving metrics, the model's own
+  // (ServedModel::extra_metrics), then set_extra_metrics()'s (the mesh's).
+  std::string metrics_text() const;
+  void set_extra_metrics(std::function<std::string()> more) { extra_metrics_ = std::move(more); }
 
   // More endpoints on the same server (the mesh's /mesh/*). Register before run(). An ApiError
   // thrown by the handler is answered in the API's error shape; with needs_api_key the API key
@@ -61,6 +65,7 @@ class ApiServer {
   Metrics metrics_;
   ApiContext ctx_;
   std::unique_ptr<httplib::Server> http_;
+  std::function<std::string()> extra_metrics_;
   int port_ = -1;
   std::atomic<bool> run_returned_{false};
 };
