@@ -1,5 +1,7 @@
 // The `llmesh` binary's logs as an operator configures them: LLMESH_LOG_FORMAT / LLMESH_LOG_LEVEL
 // checked for every command, and failures logged as JSON lines with their reason codes.
+#include <httplib.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -10,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/serve_process.h"
 #include "subprocess.h"
 #include "test_paths.h"
 
@@ -112,6 +115,31 @@ TEST(LogProcess, LibraryFailureIsAJsonLineWithItsReason) {
   EXPECT_EQ(msg.find("cannot reach " + pkg.string()), 0u) << msg;  // no "llmesh: warning: " prefix
   EXPECT_EQ(msg.find("(reason"), std::string::npos) << msg;
   fs::remove_all(dir);
+}
+
+// `llmesh serve` in JSON: a request refused for its API key is a JSON line of component "api".
+TEST(LogProcess, ServeLogsARefusedRequestAsJson) {
+  test::ServeProcess p({"serve", "-m", test::model_path("stories260K-f32.gguf"), "--no-mesh", "--port", "0", "--json",
+                        "-c", "128", "--api-key", "right-key"},
+                       {"LLMESH_LOG_FORMAT=json"});
+  auto ready = nlohmann::json::parse(p.first_line());
+  ASSERT_EQ(ready["event"], "listening");
+  httplib::Client c("127.0.0.1", ready["port"].get<int>());
+  c.set_bearer_token_auth("wrong-key");
+  auto r = c.Get("/v1/models");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 401);
+  EXPECT_EQ(p.stop(SIGTERM, 5), 0);
+  std::vector<nlohmann::json> refused;
+  std::istringstream in(p.stderr_text());
+  for (std::string l; std::getline(in, l);) {
+    auto j = nlohmann::json::parse(l, nullptr, false);
+    if (j.is_object() && j.value("msg", "").find("GET /v1/models -> 401") != std::string::npos) refused.push_back(j);
+  }
+  ASSERT_EQ(refused.size(), 1u) << p.stderr_text();
+  EXPECT_EQ(refused[0]["component"], "api");
+  EXPECT_EQ(refused[0]["msg"].get<std::string>().find("(reason"), std::string::npos);
+  EXPECT_EQ(refused[0]["ts"].get<std::string>().size(), 24u);
 }
 
 }  // namespace
