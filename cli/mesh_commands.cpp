@@ -84,6 +84,44 @@ std::string fmt_bytes(uint64_t b) {
   return fmt::format("{:.1f}G", static_cast<double>(b) / (1u << 30));
 }
 
+// The mesh view (mesh/node/mesh_view.h) in a few lines: totals, links, placement, console.
+void print_mesh_view(const json& s) {
+  auto short_id = [](const json& v) { return v.is_string() ? v.get<std::string>().substr(0, 12) : std::string("?"); };
+  if (s.contains("totals") && s["totals"].is_object()) {
+    const json& t = s["totals"];
+    std::printf("totals: %d live nodes (%d servers, %d clients), %.1f tok/s, %d running, %d queued, %d slots, "
+                "%llu requests served\n",
+                t.value("nodes", 0), t.value("servers", 0), t.value("clients", 0), t.value("tokens_per_second", 0.0),
+                t.value("active_requests", 0), t.value("queued", 0), t.value("parallel_slots", 0),
+                static_cast<unsigned long long>(t.value("requests_total", uint64_t{0})));
+  }
+  if (s.contains("links") && s["links"].is_array() && !s["links"].empty()) {
+    std::string line;
+    for (const auto& l : s["links"])
+      line += fmt::format("{}{}-{} {:.1f}ms", line.empty() ? "" : ", ", short_id(l["from"]), short_id(l["to"]),
+                          l.value("rtt_ms", 0.0));
+    std::printf("links: %s\n", line.c_str());
+  }
+  if (s.contains("placement") && s["placement"].is_array())
+    for (const auto& p : s["placement"]) {
+      std::string line = fmt::format("placement: {} ({} layers):", p.value("model", "?"), p.value("total_layers", 0));
+      for (const auto& r : p.value("ranges", json::array()))
+        line += fmt::format(" {}[{},{}){}", short_id(r["node"]), r.value("first", 0), r.value("last", 0),
+                            r.value("entry", false) ? " entry" : "");
+      for (const auto& g : p.value("expert_groups", json::array()))
+        line += fmt::format(" {} experts {}/{}", short_id(g["node"]), g.value("index", 0), g.value("count", 0));
+      const json missing = p.value("missing", json::array());
+      if (!missing.empty()) {
+        line += "; missing";
+        for (const auto& m : missing)
+          if (m.is_array() && m.size() == 2) line += fmt::format(" [{},{})", m[0].get<int>(), m[1].get<int>());
+      }
+      std::printf("%s\n", line.c_str());
+    }
+  if (s.contains("node") && s["node"].contains("console_url"))
+    std::printf("console: %s\n", s["node"].value("console_url", "").c_str());
+}
+
 int run_status(StatusOptions& o) {
   if (o.api_key.empty())
     if (const char* k = std::getenv("LLMESH_API_KEY")) o.api_key = k;
@@ -104,8 +142,8 @@ int run_status(StatusOptions& o) {
   const auto& m = s["mesh"];
   std::printf("mesh %s  epoch %d  fingerprint %s  %d alive of %d\n", m.value("id", "").substr(0, 8).c_str(),
               m.value("epoch", 0), m.value("fingerprint", "").c_str(), m.value("alive", 0), m.value("members", 0));
-  std::printf("%-13s %-6s %-8s %-21s %-21s %-28s %-7s %-6s %-5s %s\n", "NODE", "ROLE", "STATUS", "MESH", "API",
-              "MODELS", "LOAD", "RTT", "CORES", "RAM free/total");
+  std::printf("%-13s %-6s %-8s %-21s %-21s %-28s %-7s %-6s %-6s %-6s %-5s %s\n", "NODE", "ROLE", "STATUS", "MESH",
+              "API", "MODELS", "LOAD", "TOK/S", "REQS", "RTT", "CORES", "RAM free/total");
   for (const auto& row : s["members"]) {
     std::string id = row.value("id", "").substr(0, 12) + (row.value("self", false) ? "*" : "");
     json st = row.contains("state") ? row["state"] : json::object();
@@ -133,12 +171,16 @@ int run_status(StatusOptions& o) {
                          st["load"].value("parallel_slots", 0));
     std::string rtt = row.contains("rtt_ms") ? fmt::format("{:.1f}ms", row["rtt_ms"].get<double>()) : "-";
     json hw = st.contains("hardware") ? st["hardware"] : json::object();
-    std::printf("%-13s %-6s %-8s %-21s %-21s %-28s %-7s %-6s %-5d %s/%s\n", id.c_str(), st.value("role", "?").c_str(),
-                row.value("status", "?").c_str(), st.value("mesh_address", "-").c_str(),
-                st.value("api_address", "-").c_str(), models.empty() ? "-" : models.c_str(), load.c_str(), rtt.c_str(),
-                hw.value("cores", 0), fmt_bytes(hw.value("free_ram_bytes", uint64_t{0})).c_str(),
-                fmt_bytes(hw.value("ram_bytes", uint64_t{0})).c_str());
+    json ld = st.contains("load") ? st["load"] : json::object();
+    std::string tps = st.contains("load") ? fmt::format("{:.1f}", ld.value("tokens_per_second", 0.0)) : "-";
+    std::string reqs = st.contains("load") ? std::to_string(ld.value("requests_total", uint64_t{0})) : "-";
+    std::printf("%-13s %-6s %-8s %-21s %-21s %-28s %-7s %-6s %-6s %-6s %-5d %s/%s\n", id.c_str(),
+                st.value("role", "?").c_str(), row.value("status", "?").c_str(), st.value("mesh_address", "-").c_str(),
+                st.value("api_address", "-").c_str(), models.empty() ? "-" : models.c_str(), load.c_str(), tps.c_str(),
+                reqs.c_str(), rtt.c_str(), hw.value("cores", 0),
+                fmt_bytes(hw.value("free_ram_bytes", uint64_t{0})).c_str(), fmt_bytes(hw.value("ram_bytes", uint64_t{0})).c_str());
   }
+  print_mesh_view(s);
   if (s.contains("split") && s["split"].is_object()) {
     const json& sp = s["split"];
     const json layers = sp.value("layers", json::array({0, 0}));
