@@ -136,9 +136,10 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
     auto saved = invite::try_load_mesh_secret(secret_path);
     if (!saved || !(*saved == secret)) {
       if (saved && saved->mesh_id != secret.mesh_id && !quiet_)
-        std::fprintf(stderr, "llmesh: leaving mesh %s for mesh %s (the token's); %s is replaced\n",
-                     saved->mesh_id_hex().substr(0, 8).c_str(), secret.mesh_id_hex().substr(0, 8).c_str(),
-                     secret_path.c_str());
+        logs::info("mesh", fmt::format("leaving mesh {} for mesh {} (the token's); {} is replaced",
+                                       saved->mesh_id_hex().substr(0, 8), secret.mesh_id_hex().substr(0, 8),
+                                       secret_path.string()),
+                   {{"mesh_id", secret.mesh_id_hex()}, {"left_mesh_id", saved->mesh_id_hex()}});
       invite::save_mesh_secret(secret, secret_path);
     }
   } else if (disc.auto_join) {
@@ -150,9 +151,11 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
     secret = disc.publish ? invite::MeshSecret::create_public() : invite::MeshSecret::create();
     invite::save_mesh_secret(secret, secret_path);
     if (!quiet_)
-      std::fprintf(stderr, "llmesh: created a new %s mesh %s (%s in %s); `llmesh invite` prints a token\n",
-                   secret.is_public() ? "public" : "private", secret.mesh_id_hex().substr(0, 8).c_str(),
-                   secret.is_public() ? "its id" : "secret", secret_path.c_str());
+      logs::info("mesh",
+                 fmt::format("created a new {} mesh {} ({} in {}); `llmesh invite` prints a token",
+                             secret.is_public() ? "public" : "private", secret.mesh_id_hex().substr(0, 8),
+                             secret.is_public() ? "its id" : "secret", secret_path.string()),
+                 {{"mesh_id", secret.mesh_id_hex()}, {"public", secret.is_public()}});
   }
 
   mesh::MeshNodeOptions mo;
@@ -163,13 +166,14 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
   mo.peers_path = home_ / "peers.json";
   mo.token_expires = token_expires;
   mo.transport.software_version = std::string("llmesh/") + LLMESH_VERSION;
-  if (quiet_) mo.log = [](const std::string& line) {
-    // Quiet: only what a user must see (refusals, rotations, deaths).
+  auto mesh_sink = logs::line_sink("mesh");
+  if (quiet_) mo.log = [mesh_sink](const std::string& line) {
+    // Quiet: only what a user must see (refusals, failures, rotations, deaths).
     if (line.find("refused") != std::string::npos || line.find("rotated") != std::string::npos ||
-        line.find(" dead") != std::string::npos)
-      std::fprintf(stderr, "%s\n", line.c_str());
+        line.find(" dead") != std::string::npos || line.find("(reason ") != std::string::npos)
+      mesh_sink(line);
   };
-  else mo.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  else mo.log = mesh_sink;
 
   gossip::NodeState s = load_state();
   auto identity = mesh::NodeIdentity::load_or_create(home_);
@@ -185,8 +189,9 @@ MeshRuntime::MeshRuntime(const MeshCliOptions& opt, LocalNode local, bool quiet)
     node_ = std::make_unique<mesh::MeshNode>(identity, secret, mo, s);
     node_->start();
     if (!quiet_)
-      std::fprintf(stderr, "llmesh: mesh port %d is taken (%s); using %s\n", opt_.mesh_port, e.what(),
-                   node_->mesh_address().c_str());
+      logs::warn("mesh", "mesh_port_in_use",
+                 fmt::format("mesh port {} is taken ({}); using {}", opt_.mesh_port, e.what(), node_->mesh_address()),
+                 {{"port", opt_.mesh_port}});
   }
   if (seeds_.empty()) seeds_ = node_->saved_peers();
 
@@ -365,9 +370,7 @@ json MeshRuntime::on_listening(int api_port) {
   fo.host = api_host;
   fo.port = api_port;
   fo.api_key = local_.api_key;
-  fo.log = [q = quiet_](const std::string& line) {
-    if (!q) std::fprintf(stderr, "%s\n", line.c_str());
-  };
+  fo.log = logs::line_sink("forward", quiet_);
   // Per-peer limits on forwarded requests: always on a public mesh (anyone may join it).
   peer_limits_ = peer_limit_options(opt_.discovery, opt_.discovery.auto_join || node_->secret().is_public());
   if (peer_limits_) {
@@ -412,8 +415,8 @@ json MeshRuntime::on_listening(int api_port) {
     out["members"] = r.members;
     if (r.ok) {
       if (!quiet_)
-        std::fprintf(stderr, "llmesh: joined the mesh in %lld ms: %zu members known\n",
-                     static_cast<long long>(r.took.count()), r.members);
+        logs::info("mesh", fmt::format("joined the mesh in {} ms: {} members known", r.took.count(), r.members),
+                   {{"join_ms", r.took.count()}, {"members", r.members}});
     } else {
       // Every seed that answered refused us (wrong secret, rotated out, another mesh): the
       // token, or the secret saved by an earlier run, cannot work. Say so and stop.
@@ -425,20 +428,21 @@ json MeshRuntime::on_listening(int api_port) {
             (opt_.join.empty() ? " (this node rejoined with the secret saved in " + (home_ / "mesh.json").string() +
                                      "; ask a member for a new token: --join TOKEN)"
                                : ""));
-      std::fprintf(stderr, "llmesh: %s not answered yet (%s); still trying in the background\n",
-                   opt_.join.empty() ? "the saved peers have" : "the token's nodes have", r.error.c_str());
+      logs::warn("mesh", "seeds_unreachable",
+                 fmt::format("{} not answered yet ({}); still trying in the background",
+                             opt_.join.empty() ? "the saved peers have" : "the token's nodes have", r.error),
+                 {{"reached", r.reached}});
     }
   } else if (!quiet_) {
-    std::fprintf(stderr, "llmesh: mesh node %s at %s; invite others with `llmesh invite`\n",
-                 node_->id().short_hex().c_str(), node_->mesh_address().c_str());
+    logs::info("mesh", fmt::format("mesh node {} at {}; invite others with `llmesh invite`", node_->id().short_hex(),
+                                   node_->mesh_address()),
+               {{"node_id", node_->id().hex()}, {"mesh_address", node_->mesh_address()}});
   }
   out["mesh_id"] = node_->secret().mesh_id_hex();
   out["public"] = node_->secret().is_public();
   if (opt_.discovery.publish) {
     auto publisher = std::make_unique<ListingPublisher>(
-        opt_.discovery, relays_, *node_, home_, peer_limits_, [q = quiet_](const std::string& line) {
-          if (!q || line.find("reason") != std::string::npos) std::fprintf(stderr, "llmesh: %s\n", line.c_str());
-        });
+        opt_.discovery, relays_, *node_, home_, peer_limits_, logs::line_sink("discovery", quiet_, "llmesh: "));
     publisher->start();
     out["nostr_pubkey"] = publisher->public_key();
     std::lock_guard lk(discovery_mu_);
@@ -547,12 +551,13 @@ invite::MeshSecret MeshRuntime::resolve_auto() {
     if (r.value("ok", false)) answered++;
   for (const auto& r : res.relays)
     if (!r.value("ok", false) && !quiet_)
-      std::fprintf(stderr, "llmesh: --auto: relay %s skipped: %s (reason relay_failed)\n",
-                   r.value("url", "").c_str(), r.value("error", "").c_str());
+      logs::warn("discovery", "relay_failed",
+                 fmt::format("--auto: relay {} skipped: {}", r.value("url", ""), r.value("error", "")),
+                 {{"relay", r.value("url", "")}});
   for (const auto& r : res.refused)
     if (!quiet_)
-      std::fprintf(stderr, "llmesh: --auto: refused %s (reason %s)\n", r.value("error", "").c_str(),
-                   r.value("reason", "").c_str());
+      logs::warn("discovery", r.value("reason", "bad_listing"), fmt::format("--auto: refused {}", r.value("error", "")),
+                 {{"event", r.value("event", "")}, {"relay", r.value("relay", "")}});
   for (auto& m : res.meshes) {
     if (!m.joinable) continue;
     // A client that asked for a model has no use for a mesh without it.
@@ -565,9 +570,10 @@ invite::MeshSecret MeshRuntime::resolve_auto() {
                   {"candidates", candidates},  {"refused", res.refused},
                   {"model", p.model},          {"region", p.region}};
   if (!quiet_)
-    std::fprintf(stderr, "llmesh: --auto: %zu of %zu relays answered; %zu meshes listed, %zu to try%s%s\n",
-                 answered, relays_.size(), res.meshes.size(), auto_candidates_.size(),
-                 p.model.empty() ? "" : " for ", p.model.c_str());
+    logs::info("discovery",
+               fmt::format("--auto: {} of {} relays answered; {} meshes listed, {} to try{}{}", answered, relays_.size(),
+                           res.meshes.size(), auto_candidates_.size(), p.model.empty() ? "" : " for ", p.model),
+               {{"relays_answered", answered}, {"meshes", res.meshes.size()}, {"candidates", auto_candidates_.size()}});
   if (auto_candidates_.empty()) {
     if (!p.server)
       throw std::runtime_error(fmt::format(
@@ -578,9 +584,10 @@ invite::MeshSecret MeshRuntime::resolve_auto() {
     invite::save_mesh_secret(fresh, home_ / "mesh.json");
     auto_status_["started"] = fresh.mesh_id_hex();
     if (!quiet_)
-      std::fprintf(stderr, "llmesh: --auto: no public mesh to join; started the public mesh %s%s\n",
-                   fresh.mesh_id_hex().substr(0, 8).c_str(),
-                   opt_.discovery.publish ? "" : " (add --publish so that others find it)");
+      logs::info("discovery", fmt::format("--auto: no public mesh to join; started the public mesh {}{}",
+                                          fresh.mesh_id_hex().substr(0, 8),
+                                          opt_.discovery.publish ? "" : " (add --publish so that others find it)"),
+                 {{"mesh_id", fresh.mesh_id_hex()}});
     return fresh;
   }
   seeds_ = auto_candidates_.front().nodes;
@@ -600,8 +607,8 @@ void MeshRuntime::join_auto(json& out) {
     const fs::path secret_path = home_ / "mesh.json";
     auto saved = invite::try_load_mesh_secret(secret_path);
     if (saved && saved->mesh_id != secret.mesh_id && !quiet_)
-      std::fprintf(stderr, "llmesh: leaving mesh %s for the public mesh %s; %s is replaced\n",
-                   saved->mesh_id_hex().substr(0, 8).c_str(), label_of(m).c_str(), secret_path.c_str());
+      logs::info("mesh", fmt::format("leaving mesh {} for the public mesh {}; {} is replaced",
+                                     saved->mesh_id_hex().substr(0, 8), label_of(m), secret_path.string()));
     if (!saved || !(*saved == secret)) invite::save_mesh_secret(secret, secret_path);
     out["joined"] = true;
     out["join_ms"] = r.took.count();
@@ -612,8 +619,9 @@ void MeshRuntime::join_auto(json& out) {
       auto_status_["tried"] = tried;
     }
     if (!quiet_)
-      std::fprintf(stderr, "llmesh: --auto: joined the public mesh %s in %lld ms: %zu members known\n",
-                   label_of(m).c_str(), static_cast<long long>(r.took.count()), r.members);
+      logs::info("discovery", fmt::format("--auto: joined the public mesh {} in {} ms: {} members known", label_of(m),
+                                          r.took.count(), r.members),
+                 {{"mesh_id", m.listing.mesh_id_hex()}, {"join_ms", r.took.count()}, {"members", r.members}});
   };
   // Leaves a mesh that did not admit this node; false when it did after all (its join gave up
   // just before an admission arrived): then this node stays in it.
@@ -637,8 +645,10 @@ void MeshRuntime::join_auto(json& out) {
     if (r.ok || r.reached > 0) return settle(c, r);  // admitted: a view still on its way arrives by gossip
     errors += (errors.empty() ? "" : "; ") + label_of(c) + ": " + r.error;
     if (!quiet_)
-      std::fprintf(stderr, "llmesh: --auto: mesh %s did not admit this node: %s (reason join_failed)%s\n",
-                   label_of(c).c_str(), r.error.c_str(), i + 1 < auto_candidates_.size() ? "; trying the next" : "");
+      logs::warn("discovery", "join_failed",
+                 fmt::format("--auto: mesh {} did not admit this node: {}{}", label_of(c), r.error,
+                             i + 1 < auto_candidates_.size() ? "; trying the next" : ""),
+                 {{"mesh_id", c.listing.mesh_id_hex()}});
   }
   {
     std::lock_guard lk(discovery_mu_);
@@ -656,8 +666,10 @@ void MeshRuntime::join_auto(json& out) {
   out["joined"] = false;
   out["join_error"] = errors;
   if (!quiet_)
-    std::fprintf(stderr, "llmesh: --auto: no mesh found admitted this node; started the public mesh %s\n",
-                 fresh.mesh_id_hex().substr(0, 8).c_str());
+    logs::warn("discovery", "no_mesh_admitted",
+               fmt::format("--auto: no mesh found admitted this node; started the public mesh {}",
+                           fresh.mesh_id_hex().substr(0, 8)),
+               {{"mesh_id", fresh.mesh_id_hex()}});
 }
 
 void MeshRuntime::stop_publisher() {

@@ -16,6 +16,7 @@
 #include "cli/moe_shard_serving.h"
 #include "cli/spec_options.h"
 #include "cli/split_serving.h"
+#include "log/event_log.h"
 #include "scheduler/scheduler.h"
 #include "server/api_server.h"
 #include "tokenizer/tokenizer.h"
@@ -50,10 +51,11 @@ int run_serve(ServeOptions& o) {
   if (o.api_key.empty())
     if (const char* k = std::getenv("LLMESH_API_KEY")) o.api_key = k;
   if (!is_loopback(o.listen) && o.api_key.empty())
-    std::fprintf(stderr,
-                 "llmesh serve: warning: listening on %s without an API key: anyone who can reach this "
-                 "address can use the model. Set --api-key or LLMESH_API_KEY.\n",
-                 o.listen.c_str());
+    logs::warn("serve", "no_api_key",
+               fmt::format("warning: listening on {} without an API key: anyone who can reach this address can use "
+                           "the model. Set --api-key or LLMESH_API_KEY.",
+                           o.listen),
+               {{"listen", o.listen}});
 
   // A split model: this node holds the embeddings and maybe a layer range; the rest is the
   // mesh's (cli/split_serving.h). Otherwise the whole model is loaded here.
@@ -136,22 +138,24 @@ int run_serve(ServeOptions& o) {
       sm.chat_template = api::ChatTemplate::parse(source, origin);
     } catch (const api::TemplateError& err) {
       if (!o.chat_template.empty()) throw;
-      std::fprintf(stderr, "llmesh serve: warning: %s; using ChatML instead (override with --chat-template)\n",
-                   err.what());
+      logs::warn("serve", "chat_template_unsupported",
+                 fmt::format("warning: {}; using ChatML instead (override with --chat-template)", err.what()));
     }
   }
   sm.describe_from_template();
   if (!o.json)
-    std::fprintf(stderr, "llmesh serve: model '%s' (%s, %d layers), %d slots x %d tokens of context, "
-                         "chat template: %s, tool calls: %s%s%s%s\n",
-                 sm.id.c_str(), cfg.arch_name.c_str(), cfg.n_layer, o.parallel, sm.n_ctx(),
-                 source.empty() ? "ChatML (the model has none)" : origin.c_str(),
-                 api::tool_format_name(sm.tool_format), sm.thinking ? ", thinks in <think>" : "",
-                 spec.source ? ", speculative: " : "", spec.description.c_str());
+    logs::info("serve",
+               fmt::format("model '{}' ({}, {} layers), {} slots x {} tokens of context, chat template: {}, tool "
+                           "calls: {}{}{}{}",
+                           sm.id, cfg.arch_name, cfg.n_layer, o.parallel, sm.n_ctx(),
+                           source.empty() ? "ChatML (the model has none)" : origin,
+                           api::tool_format_name(sm.tool_format), sm.thinking ? ", thinks in <think>" : "",
+                           spec.source ? ", speculative: " : "", spec.description),
+               {{"model", sm.id}, {"layers", cfg.n_layer}, {"slots", o.parallel}, {"context", sm.n_ctx()}});
   if (plan && !o.json)
-    std::fprintf(stderr, "llmesh serve: expert shard %d of %zu (plan %s): %zu experts of %d%s\n", o.moe.shard,
-                 plan->shards().size(), shard->record().plan.c_str(), shard->experts_held(),
-                 plan->model.n_layer * plan->model.n_expert, o.moe.exact ? ", exact mode" : "");
+    logs::info("serve", fmt::format("expert shard {} of {} (plan {}): {} experts of {}{}", o.moe.shard,
+                                    plan->shards().size(), shard->record().plan, shard->experts_held(),
+                                    plan->model.n_layer * plan->model.n_expert, o.moe.exact ? ", exact mode" : ""));
 
   api::ServerOptions so2;
   so2.host = o.listen;

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "log/event_log.h"
 #include "server/api_error.h"
 #include "server/router.h"
 
@@ -22,8 +23,11 @@ constexpr const char* kContentSecurityPolicy =
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-void json_error(httplib::Response& res, int status, const std::string& type, const std::string& message,
-                const std::string& code = "") {
+// An error answer, logged with its reason (the code, else the type) like the API's own.
+void json_error(const httplib::Request& req, httplib::Response& res, int status, const std::string& type,
+                const std::string& message, const std::string& code = "") {
+  logs::warn("console", code.empty() ? type : code, fmt::format("{} {} -> {}: {}", req.method, req.path, status, message),
+             {{"method", req.method}, {"path", req.path}, {"status", status}});
   res.status = status;
   res.set_content(dump_json(error_body(ApiError(status, type, message, "", code), ApiFlavor::OpenAI)),
                   "application/json");
@@ -112,14 +116,14 @@ void ConsoleServer::routes() {
     return [this, secure, handler](const httplib::Request& req, httplib::Response& res) {
       secure(res);
       if (!authorized(req))
-        return json_error(res, 401, "invalid_request_error",
+        return json_error(req, res, 401, "invalid_request_error",
                           "This node has an API key: send it as 'Authorization: Bearer KEY' (the console page asks "
                           "for it once and keeps it in a cookie)",
                           "invalid_api_key");
       try {
         handler(req, res);
       } catch (const std::exception& e) {
-        json_error(res, 500, "server_error", fmt::format("Internal error: {}", e.what()));
+        json_error(req, res, 500, "server_error", fmt::format("Internal error: {}", e.what()));
       }
     };
   };
@@ -130,11 +134,11 @@ void ConsoleServer::routes() {
   http_->Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_(), "text/plain; version=0.0.4");
   }));
-  http_->Get("/api/events", guarded([this](const httplib::Request&, httplib::Response& res) {
+  http_->Get("/api/events", guarded([this](const httplib::Request& req, httplib::Response& res) {
     if (streams_.fetch_add(1) >= opt_.max_event_streams) {
       streams_--;
       res.set_header("Retry-After", "5");
-      return json_error(res, 503, "overloaded_error",
+      return json_error(req, res, 503, "overloaded_error",
                         fmt::format("This console already serves {} live streams; try again later", opt_.max_event_streams),
                         "too_many_streams");
     }
@@ -178,7 +182,7 @@ void ConsoleServer::routes() {
   http_->set_error_handler([secure](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     secure(res);
-    json_error(res, res.status, res.status == 404 ? "not_found_error" : "invalid_request_error",
+    json_error(req, res, res.status, res.status == 404 ? "not_found_error" : "invalid_request_error",
                res.status == 404 ? fmt::format("No {} {} on the console (the page is at /)", req.method, req.path)
                                  : fmt::format("HTTP error {}", res.status));
   });
@@ -202,7 +206,7 @@ void ConsoleServer::proxy(const httplib::Request& req, httplib::Response& res) {
   try {
     answer = api.send(pr);
   } catch (const std::exception& e) {
-    return json_error(res, 502, "api_error",
+    return json_error(req, res, 502, "api_error",
                       fmt::format("The node's API at {} did not answer: {}", api.describe(), e.what()),
                       "api_unreachable");
   }

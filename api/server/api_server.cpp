@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "log/event_log.h"
 #include "server/connection_watch.h"
 #include "server/endpoints.h"
 #include "server/proxy.h"
@@ -24,6 +25,23 @@ using Handler = void (*)(const ApiContext&, const httplib::Request&, httplib::Re
 ApiFlavor flavor_of(const httplib::Request& req) {
   if (req.path.rfind("/v1/messages", 0) == 0 || req.has_header("anthropic-version")) return ApiFlavor::Anthropic;
   return ApiFlavor::OpenAI;
+}
+
+// A request answered with an error, logged with its reason code: the error's code (e.g.
+// model_not_found, invalid_api_key), else its type, from either API's error shape.
+void log_refusal(const httplib::Request& req, const httplib::Response& res) {
+  nlohmann::json body = nlohmann::json::parse(res.body, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json* err = body.is_object() && body.contains("error") && body["error"].is_object() ? &body["error"] : nullptr;
+  auto text = [&](const char* key) {
+    return err && err->contains(key) && (*err)[key].is_string() ? (*err)[key].get<std::string>() : std::string();
+  };
+  std::string reason = text("code");
+  if (reason.empty()) reason = text("type");
+  if (reason.empty()) reason = fmt::format("http_{}", res.status);
+  std::string message = text("message");
+  if (message.empty()) message = res.body.substr(0, 300);
+  logs::warn("api", reason, fmt::format("{} {} -> {}: {}", req.method, req.path, res.status, message),
+             {{"method", req.method}, {"path", req.path}, {"status", res.status}});
 }
 
 void write_error(httplib::Response& res, const ApiError& e, ApiFlavor flavor) {
@@ -86,7 +104,7 @@ void ApiServer::routes() {
       // The library turns "no status set" into 200 only after the handler returns.
       metrics_.request_done(endpoint, res.status < 0 ? 200 : res.status);
       if (opt_.log_requests && res.status >= 400 && res.status != 499)
-        log_line(fmt::format("{} {} -> {}: {}", req.method, req.path, res.status, res.body.substr(0, 300)));
+        log_refusal(req, res);
     };
   };
   http_->Get("/v1/models", wrap("/v1/models", handle_models));
@@ -273,8 +291,7 @@ int serve_until_signal(ApiServer& server, const ServerOptions& opt, bool json_ou
       return poll(&p, 1, 50) > 0;
     };
     if (s != 0)
-      std::fprintf(stderr, "llmesh %s: stopping; finishing running requests (signal again to stop now)\n",
-                   hooks.command.c_str());
+      logs::info(hooks.command, "stopping; finishing running requests (signal again to stop now)");
     if (hooks.on_stopping) hooks.on_stopping();
     server.drain_and_stop(std::chrono::steady_clock::now() + std::chrono::seconds(s == 0 ? 0 : 60), second_signal);
   });
