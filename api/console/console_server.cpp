@@ -179,8 +179,10 @@ void ConsoleServer::routes() {
     http_->Post(path, [this](const httplib::Request& req, httplib::Response& res) { proxy(req, res); });
   http_->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) { proxy(req, res); });
 
+  // Statuses the library produces itself (no route, body too large) get the JSON error shape; an
+  // answer a handler wrote (it has a Content-Type: the API's own errors, passed through) is kept.
   http_->set_error_handler([secure](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
+    if (!res.body.empty() || res.has_header("Content-Type")) return;
     secure(res);
     json_error(req, res, res.status, res.status == 404 ? "not_found_error" : "invalid_request_error",
                res.status == 404 ? fmt::format("No {} {} on the console (the page is at /)", req.method, req.path)
