@@ -75,24 +75,18 @@
   }
 
   // A colour per node, distinct among the nodes of the page and kept while the page is open: the
-  // palette slot its id hashes to, or the next free one.
-  const PALETTE = ['#1c7ed6', '#e8590c', '#2f9e44', '#ae3ec9', '#d6336c', '#0c8599', '#f08c00', '#6741d9',
-    '#66a80f', '#c92a2a', '#5c677d', '#1098ad'];
+  // first free one of the palette, nodes taken in the order of their ids (so a reload of the same
+  // mesh gives the same colours).
+  const PALETTE = ['#1c7ed6', '#e8590c', '#2f9e44', '#ae3ec9', '#c92a2a', '#0c8599', '#f08c00', '#6741d9',
+    '#66a80f', '#d6336c', '#5c677d', '#1098ad'];
   const colors = new Map();
-  function hashOf(text) {
-    let x = 2166136261;
-    const t = str(text);
-    for (let i = 0; i < t.length; i++) { x ^= t.charCodeAt(i); x = Math.imul(x, 16777619) >>> 0; }
-    return x;
-  }
   function assignColors(ids) {
     const taken = new Set(ids.filter((id) => colors.has(id)).map((id) => colors.get(id)));
     for (const id of [...ids].sort()) {
       if (colors.has(id)) continue;
-      let slot = hashOf(id) % PALETTE.length;
-      for (let k = 0; k < PALETTE.length && taken.has(PALETTE[slot]); k++) slot = (slot + 1) % PALETTE.length;
-      colors.set(id, PALETTE[slot]);
-      taken.add(PALETTE[slot]);
+      const free = PALETTE.find((c) => !taken.has(c)) || PALETTE[colors.size % PALETTE.length];
+      colors.set(id, free);
+      taken.add(free);
     }
   }
   function nodeColor(id) {
@@ -138,11 +132,15 @@
       if (num(rtt) !== null) l.rtts.push(rtt);
       links.set(key, l);
     };
-    if (Array.isArray(state.links)) {
-      for (const l of state.links) add(str(obj(l).from), str(obj(l).to), obj(l).rtt_ms);
-    } else {
-      const self = live.find((m) => m.self);
-      if (self) for (const m of live) if (!m.self && (m.connected || num(m.rtt_ms) !== null)) add(self.id, m.id, m.rtt_ms);
+    // The links the node reports (round trips measured on both sides), then this node's own
+    // connections that have no measured round trip yet (or come from a node without `links`).
+    for (const l of arr(state.links)) add(str(obj(l).from), str(obj(l).to), obj(l).rtt_ms);
+    const self = live.find((m) => m.self);
+    if (self) {
+      for (const m of live) {
+        const key = self.id < m.id ? `${self.id} ${m.id}` : `${m.id} ${self.id}`;
+        if (!m.self && !links.has(key) && (m.connected || num(m.rtt_ms) !== null)) add(self.id, m.id, m.rtt_ms);
+      }
     }
     return [...links.values()].map((l) => ({
       a: l.a, b: l.b, rtt: l.rtts.length ? l.rtts.reduce((p, q) => p + q, 0) / l.rtts.length : null,
@@ -475,7 +473,11 @@
         route.forEach((hop, i) => {
           const l = arr(hop.layers);
           if (i) line.append(' → ');
-          line.append(h('span', { class: 'mono', text: `${shortId(hop.node)}${layerRangeText(str(l[0]), str(l[1]))}` }));
+          const gone = !live.some((m) => m.id === str(hop.node));
+          line.append(h('span', {
+            class: `mono${gone ? ' gone' : ''}`, text: `${shortId(hop.node)}${layerRangeText(str(l[0]), str(l[1]))}`,
+            title: gone ? 'this node is gone: the next request takes another route' : str(hop.node),
+          }));
         });
         block.append(line);
       }
@@ -537,16 +539,53 @@
     if (!scheduled) { scheduled = true; requestAnimationFrame(render); }
   }
 
-  function showBanner(text) {
+  function showBanner(text, ...extra) {
     const b = $('banner');
-    b.textContent = text || '';
+    b.replaceChildren(...(text ? [h('span', { text })] : []), ...extra);
     b.hidden = !text;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The API key. A node started with --api-key asks for it on /api/state and /api/events too.
+  // EventSource cannot send headers: the key goes in the cookie the console server reads
+  // (llmesh_console_key, this path only), and in `Authorization: Bearer` on fetch requests.
+
+  const KEY_COOKIE = 'llmesh_console_key';
+  let needKey = false;
+
+  function apiKey() { return $('chat-api-key').value.trim(); }
+  function authHeaders(extra) {
+    const headers = Object.assign({}, extra || {});
+    const key = apiKey();
+    if (key) headers.authorization = `Bearer ${key}`;
+    return headers;
+  }
+  function saveKey(key) {
+    $('chat-api-key').value = key;
+    store.set(KEY_STORAGE, key);
+    document.cookie = key
+      ? `${KEY_COOKIE}=${encodeURIComponent(key)}; path=/; SameSite=Strict`
+      : `${KEY_COOKIE}=; path=/; SameSite=Strict; max-age=0`;
+  }
+  function keyChanged(key) {
+    saveKey(key);
+    loadModels();
+    if (needKey) start();
+  }
+  function askForKey() {
+    const input = h('input', { type: 'password', placeholder: 'API key', spellcheck: 'false', autocomplete: 'off', 'aria-label': 'API key' });
+    const form = h('form', { class: 'key-form' }, input, h('button', { type: 'submit', class: 'primary', text: 'Unlock' }));
+    form.addEventListener('submit', (e) => { e.preventDefault(); keyChanged(input.value.trim()); });
+    showBanner(apiKey() ? 'This key was refused: ' : 'This node was started with --api-key: enter the key to see the mesh. ', form);
+    setConnection('locked', 'API key needed');
+    input.focus();
   }
 
   // ---------------------------------------------------------------------------------------------
   // Live updates: the first state from /api/state, then every `state` event of /api/events.
   // EventSource reconnects by itself after a dropped connection; when it gives up (the server
-  // answered with an error), a new one is made a few seconds later.
+  // answered with an error), the page reads /api/state again a few seconds later and makes a new
+  // one, unless the answer was that the key is missing.
 
   function setConnection(state, text) {
     const c = $('connection');
@@ -556,18 +595,27 @@
 
   async function loadState() {
     try {
-      const r = await fetch('/api/state', { cache: 'no-store' });
-      if (!r.ok) throw new Error(`HTTP ${r.status}`);
-      applyState(await r.json());
+      const r = await fetch('/api/state', { cache: 'no-store', headers: authHeaders() });
+      if (r.status === 401) {
+        needKey = true;
+        askForKey();
+        return;
+      }
+      const text = await r.text();
+      if (!r.ok) throw new Error(apiErrorText(r.status, text));
+      needKey = false;
+      applyState(JSON.parse(text));
       showBanner('');
     } catch (e) {
-      showBanner(`Could not read this node's state (/api/state): ${e.message}. The page keeps trying over /api/events.`);
+      showBanner(`Could not read this node's state (/api/state): ${e.message}. The page keeps trying.`);
     }
   }
 
   let source = null;
   function connectEvents() {
     if (source) source.close();
+    source = null;
+    if (needKey) return;
     setConnection(current ? 'reconnecting' : 'connecting', current ? 'reconnecting' : 'connecting');
     const es = new EventSource('/api/events');
     source = es;
@@ -586,11 +634,16 @@
       if (es.readyState === EventSource.CLOSED) {
         setConnection('offline', 'offline, retrying');
         es.close();
-        setTimeout(() => { if (source === es) { connectEvents(); loadState(); } }, 3000);
+        setTimeout(() => { if (source === es) start(); }, 3000);
       } else {
         setConnection('reconnecting', 'reconnecting');
       }
     };
+  }
+
+  async function start() {
+    await loadState();
+    connectEvents();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -603,14 +656,6 @@
     loadingModels: false,
   };
 
-  function apiKey() { return $('chat-api-key').value.trim(); }
-  function authHeaders(extra) {
-    const headers = Object.assign({}, extra || {});
-    const key = apiKey();
-    if (key) headers.authorization = `Bearer ${key}`;
-    return headers;
-  }
-
   // A readable message from an API error body ({"error": {"message", "type", "code"}}) or text.
   function apiErrorText(status, text) {
     let detail = (text || '').trim();
@@ -620,7 +665,7 @@
       const bits = [str(e.type), e.code !== undefined && e.code !== null ? str(e.code) : ''].filter(Boolean);
       detail = `${str(e.message) || str(j.error) || detail}${bits.length ? ` (${[...new Set(bits)].join(', ')})` : ''}`;
     } catch { /* not JSON: the text as it is */ }
-    const hint = status === 401 ? ' — set the API key above (the node was started with --api-key).' : '';
+    const hint = status === 401 ? ` — enter the node's key in the API key field (it was started with --api-key).` : '';
     return `HTTP ${status}${detail ? `: ${detail.slice(0, 500)}` : ''}${hint}`;
   }
 
@@ -785,7 +830,7 @@
       } else {
         const msg = e instanceof TypeError ? `Could not reach this node's API: ${e.message}` : e.message;
         addMessage('error', msg);
-        setStats('error', msg);
+        stats('error', 'failed');
         if (!content) answer.msg.remove();
       }
     } finally {
@@ -797,11 +842,8 @@
 
   function setupPlayground() {
     const keyInput = $('chat-api-key');
-    keyInput.value = store.get(KEY_STORAGE);
-    keyInput.addEventListener('change', () => {
-      store.set(KEY_STORAGE, apiKey());
-      loadModels();
-    });
+    saveKey(store.get(KEY_STORAGE));
+    keyInput.addEventListener('change', () => keyChanged(apiKey()));
     $('chat-form').addEventListener('submit', (e) => { e.preventDefault(); if (!chat.controller) send(); });
     $('chat-input').addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); if (!chat.controller) send(); }
@@ -821,6 +863,5 @@
 
   // ---------------------------------------------------------------------------------------------
   setupPlayground();
-  loadState();
-  connectEvents();
+  start();
 })();

@@ -287,6 +287,8 @@ export class Node {
     this.meshAddress = info.mesh_address;
     this.joined = info.joined;
     this.joinMs = info.join_ms;
+    // The web console's URL (docs/console.md) when the node serves one, e.g. with --console-port 0.
+    this.console = info.console ?? null;
     return info;
   }
 
