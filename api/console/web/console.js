@@ -652,7 +652,7 @@
   const chat = {
     history: [],       // [{ role, content }] of finished turns
     controller: null,  // AbortController of the running request
-    modelNames: '',    // the model names of the last state, to reload /v1/models when they change
+    modelNames: null,  // the model names of the last state, to reload /v1/models when they change
     loadingModels: false,
   };
 
@@ -695,7 +695,7 @@
   function maybeReloadModels(state, live) {
     const names = [...new Set(live.flatMap((m) => arr(obj(m.state).models).map((md) => str(obj(md).name))))].sort().join('\n');
     if (names !== chat.modelNames) {
-      const first = chat.modelNames === '';
+      const first = chat.modelNames === null;  // setupPlayground loaded them already
       chat.modelNames = names;
       if (!first) loadModels();
     }
