@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "cli/commands.h"
+#include "cli/log_options.h"
 #include "cli/mesh_runtime.h"
 #include "identity/node_identity.h"
 #include "server/api_server.h"
@@ -20,9 +21,11 @@ struct ClientOptions {
   bool json = false;
   bool quiet = false;
   MeshCliOptions mesh;
+  LogCliOptions log;
 };
 
 int run_client(ClientOptions& o) {
+  apply_log_options(o.log);
   if (o.api_key.empty())
     if (const char* k = std::getenv("LLMESH_API_KEY")) o.api_key = k;
   if (o.mesh.join.empty() && !o.mesh.discovery.auto_join && !std::getenv("LLMESH_JOIN") &&
@@ -70,6 +73,7 @@ Runner add_client(CLI::App& app) {
   sub->add_flag("--json", o->json, "Print the listening address (and the join result) as one JSON line");
   sub->add_flag("-q,--quiet", o->quiet, "No log line per request on stderr");
   add_mesh_options(sub, o->mesh, /*client=*/true);
+  add_log_options(sub, o->log);
   return [o] { return run_client(*o); };
 }
 

@@ -283,7 +283,9 @@ void MeshRuntime::start_console(int api_port, json& out) {
   try {
     console->bind();
   } catch (const std::runtime_error& e) {
-    if (opt_.console_port_given) throw std::runtime_error(std::string("--console-port: ") + e.what());
+    // Asked for by the user: a console that cannot start stops the start.
+    if (opt_.console_port_given || !opt_.console_listen.empty())
+      throw std::runtime_error(std::string("--console-port/--console-listen: ") + e.what());
     logs::warn("console", "console_port_in_use",
                fmt::format("no web console: {}; choose another port with --console-port, or --no-console", e.what()),
                {{"port", co.port}});

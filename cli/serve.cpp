@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/log_options.h"
 #include "cli/engine_options.h"
 #include "cli/mesh_runtime.h"
 #include "cli/moe_shard_options.h"
@@ -38,6 +39,7 @@ struct ServeOptions {
   bool json = false;
   bool quiet = false;
   MeshCliOptions mesh;
+  LogCliOptions log;
   SplitOptions split;
   SpecCliOptions spec;
   MoeShardOptions moe;
@@ -48,6 +50,7 @@ bool is_loopback(const std::string& host) {
 }
 
 int run_serve(ServeOptions& o) {
+  apply_log_options(o.log);
   if (o.api_key.empty())
     if (const char* k = std::getenv("LLMESH_API_KEY")) o.api_key = k;
   if (!is_loopback(o.listen) && o.api_key.empty())
@@ -69,6 +72,8 @@ int run_serve(ServeOptions& o) {
   if (o.moe.exact && o.mesh.no_mesh) throw std::invalid_argument("--moe-exact needs the mesh: drop --no-mesh");
   if (o.mesh.no_mesh && (o.mesh.discovery.publish || o.mesh.discovery.auto_join || o.mesh.lan.lan()))
     throw std::invalid_argument("--publish, --auto and --discovery need the mesh: drop --no-mesh");
+  if (o.mesh.no_mesh && (o.mesh.console_port_given || !o.mesh.console_listen.empty()))
+    throw std::invalid_argument("--console-port and --console-listen need the mesh (the console shows it): drop --no-mesh");
   if (o.split.enabled()) {
     if (o.mesh.no_mesh) throw std::invalid_argument("--layers and --split need the mesh: drop --no-mesh");
     o.split.name = o.name;
@@ -225,6 +230,7 @@ Runner add_serve(CLI::App& app) {
   sub->add_flag("--json", o->json, "Print the listening address as one JSON line");
   sub->add_flag("-q,--quiet", o->quiet, "No log line per request on stderr");
   add_mesh_options(sub, o->mesh, /*client=*/false);
+  add_log_options(sub, o->log);
   add_split_options(sub, o->split);
   add_spec_options(sub, o->spec);
   add_moe_shard_options(sub, o->moe, /*exact=*/true);
