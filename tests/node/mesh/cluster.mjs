@@ -548,6 +548,8 @@ export class Cluster {
     if (o.quiet ?? this.quiet) args.push('-q');
     if (o.join) args.push('--join', o.join);
     if (o.args) args.push(...o.args);
+    // Every node its own console on a free port (3131, the default, would go to the first node).
+    if (!args.includes('--console-port') && !args.includes('--no-console')) args.push('--console-port', '0');
     const node = new Node(this, { kind, args, home, netns: o.netns, label, apiHost: host, env: o.env ?? {} });
     node.link = link;
     node.relay = o.relay;
