@@ -57,7 +57,7 @@ void ForwardServer::log(const std::string& line) const {
   if (opt_.log)
     opt_.log(line);
   else
-    logs::emit(logs::from_line("routing", "llmesh routing: " + line));
+    logs::emit(logs::from_line("forward", "llmesh routing: " + line));
 }
 
 bool ForwardServer::accept(std::shared_ptr<Stream> stream) {

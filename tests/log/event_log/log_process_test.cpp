@@ -117,7 +117,8 @@ TEST(LogProcess, LibraryFailureIsAJsonLineWithItsReason) {
   fs::remove_all(dir);
 }
 
-// `llmesh serve` in JSON: a request refused for its API key is a JSON line of component "api".
+// `llmesh serve` in JSON: a request refused for its API key is a JSON line of component "api"
+// with the error's code as its reason.
 TEST(LogProcess, ServeLogsARefusedRequestAsJson) {
   test::ServeProcess p({"serve", "-m", test::model_path("stories260K-f32.gguf"), "--no-mesh", "--port", "0", "--json",
                         "-c", "128", "--api-key", "right-key"},
@@ -138,6 +139,8 @@ TEST(LogProcess, ServeLogsARefusedRequestAsJson) {
   }
   ASSERT_EQ(refused.size(), 1u) << p.stderr_text();
   EXPECT_EQ(refused[0]["component"], "api");
+  EXPECT_EQ(refused[0]["level"], "warn");
+  EXPECT_EQ(refused[0]["reason"], "invalid_api_key");
   EXPECT_EQ(refused[0]["msg"].get<std::string>().find("(reason"), std::string::npos);
   EXPECT_EQ(refused[0]["ts"].get<std::string>().size(), 24u);
 }
