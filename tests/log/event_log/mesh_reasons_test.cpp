@@ -13,6 +13,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "eventually.h"
 #include <nlohmann/json.hpp>
 
 #include "log/event_log.h"
@@ -67,15 +69,7 @@ std::unique_ptr<mesh::MeshNode> start_node(const std::string& name, const invite
   return node;
 }
 
-template <typename P>
-bool eventually(P pred, std::chrono::milliseconds timeout = 8000ms) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
+using test::eventually;
 
 std::vector<invite::InviteNode> seeds_of(const std::string& token) {
   auto d = invite::decode_invite(token);

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "eventually.h"
+
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -77,15 +79,7 @@ struct TestNode {
   }
 };
 
-template <typename P>
-bool eventually(P pred, std::chrono::milliseconds timeout = 8000ms) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
+using test::eventually;
 
 std::vector<invite::InviteNode> seeds_of(const std::string& token) {
   auto d = invite::decode_invite(token);
