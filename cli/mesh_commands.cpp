@@ -89,11 +89,14 @@ void print_mesh_view(const json& s) {
   auto short_id = [](const json& v) { return v.is_string() ? v.get<std::string>().substr(0, 12) : std::string("?"); };
   if (s.contains("totals") && s["totals"].is_object()) {
     const json& t = s["totals"];
-    std::printf("totals: %d live nodes (%d servers, %d clients), %.1f tok/s, %d running, %d queued, %d slots, "
-                "%llu requests served\n",
-                t.value("nodes", 0), t.value("servers", 0), t.value("clients", 0), t.value("tokens_per_second", 0.0),
-                t.value("active_requests", 0), t.value("queued", 0), t.value("parallel_slots", 0),
-                static_cast<unsigned long long>(t.value("requests_total", uint64_t{0})));
+    auto n = [&](const char* key, const char* what) {
+      const int v = t.value(key, 0);
+      return fmt::format("{} {}{}", v, what, v == 1 ? "" : "s");
+    };
+    std::printf("totals: %s (%s, %s), %.1f tok/s, %d running, %d queued, %s, %llu requests served\n",
+                n("nodes", "live node").c_str(), n("servers", "server").c_str(), n("clients", "client").c_str(),
+                t.value("tokens_per_second", 0.0), t.value("active_requests", 0), t.value("queued", 0),
+                n("parallel_slots", "slot").c_str(), static_cast<unsigned long long>(t.value("requests_total", uint64_t{0})));
   }
   if (s.contains("links") && s["links"].is_array() && !s["links"].empty()) {
     std::string line;
