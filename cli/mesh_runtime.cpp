@@ -261,9 +261,10 @@ json MeshRuntime::status() const {
   if (lan_) st["lan"] = lan_->status_json();
   st["discovery"] = discovery_status();
   mesh::add_mesh_view(st);
+  std::lock_guard lk(console_mu_);
   if (api_port_ > 0)
     st["node"]["api_url"] = fmt::format("http://{}:{}/v1", url_host(local_api_host(local_.api_host)), api_port_);
-  if (console_) st["node"]["console_url"] = console_->url();
+  if (!console_url_.empty()) st["node"]["console_url"] = console_url_;
   return st;
 }
 
@@ -294,6 +295,10 @@ void MeshRuntime::start_console(int api_port, json& out) {
   }
   console->start();
   console_ = std::move(console);
+  {
+    std::lock_guard lk(console_mu_);
+    console_url_ = console_->url();
+  }
   out["console"] = console_->url();
   if (!quiet_) logs::info("console", fmt::format("web console at {}", console_->url()), {{"url", console_->url()}});
 }
@@ -394,7 +399,10 @@ json MeshRuntime::on_listening(int api_port) {
     s.api_address = (is_wildcard(local_.api_host) ? adv_host : local_.api_host) + ":" + std::to_string(api_port);
   });
 
-  api_port_ = api_port;
+  {
+    std::lock_guard lk(console_mu_);
+    api_port_ = api_port;
+  }
   json out = {{"node_id", node_->id().hex()}, {"mesh_address", node_->mesh_address()}};
   start_console(api_port, out);
   json node_file = {{"version", 1},

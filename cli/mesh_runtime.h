@@ -117,7 +117,10 @@ class MeshRuntime {
   std::shared_ptr<mesh::PeerLimits> limiter_;
   std::unique_ptr<LanJoin> lan_;  // --discovery lan
   api::ApiServer* api_ = nullptr;  // set by add_endpoints
+  // Set by on_listening while the API may already answer /mesh/status: read under console_mu_.
+  mutable std::mutex console_mu_;
   int api_port_ = 0;
+  std::string console_url_;
   std::unique_ptr<api::ConsoleServer> console_;
   std::atomic<bool> stopping_{false};
   std::thread refresher_;
