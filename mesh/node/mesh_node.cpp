@@ -35,12 +35,18 @@ uint32_t refusal_code(invite::AdmissionReason r) {
   return static_cast<uint32_t>(GoAwayCode::NOT_ADMITTED) + static_cast<uint32_t>(r);
 }
 
-// The reason code of a refused or failed dial (docs/logging.md): the admission reason's name.
+// The admission reason's name of a refusal code (0x101..0x1FF: "wrong_secret"), "" for another.
+std::string admission_reason_of(uint32_t code) {
+  if (code <= 0x100 || code >= 0x200) return "";
+  auto r = invite::admission_reason_from_code(static_cast<uint8_t>(code - 0x100));
+  return r ? std::string(invite::admission_reason_name(*r)) : std::string();
+}
+
+// The reason code of a refused or failed dial (docs/logging.md), as the transport names it.
 std::string refusal_reason(const CloseReason& why) {
-  if (why.code > 0x100 && why.code < 0x200)
-    if (auto r = invite::admission_reason_from_code(static_cast<uint8_t>(why.code - 0x100)))
-      return invite::admission_reason_name(*r);
-  std::string code = close_reason_code(why, AdmissionHooks{});
+  AdmissionHooks names;
+  names.reason_name = admission_reason_of;
+  std::string code = close_reason_code(why, names);
   return code.empty() ? "not_admitted" : code;
 }
 
@@ -111,10 +117,7 @@ MeshNode::MeshNode(NodeIdentity identity, invite::MeshSecret secret, MeshNodeOpt
   if (!t.log) t.log = [this](const std::string& line) { log(line); };
   t.admission.make = [this](const PeerInfo& p) { return make_admit(p); };
   t.admission.verify = [this](const PeerInfo& p, std::span<const uint8_t> admit) { return verify_admit(p, admit); };
-  t.admission.reason_name = [](uint32_t code) {
-    auto r = invite::admission_reason_from_code(static_cast<uint8_t>(code - 0x100));
-    return r ? std::string(invite::admission_reason_name(*r)) : std::string();
-  };
+  t.admission.reason_name = admission_reason_of;
   t.capabilities["role"] = gossip::role_name(self.role);
   Transport::Callbacks cb;
   cb.on_message = [this](const NodeId& from, uint16_t kind, std::vector<uint8_t> body) {
