@@ -41,13 +41,16 @@ ProgressFn stderr_progress(std::FILE* out) {
                                : 100.0;
     // JSON logs (docs/logging.md): one event per artifact from the cache, and per tenth fetched.
     const bool json = out == stderr && logs::format() == logs::Format::json;
-    const nlohmann::json fields = {{"path", p.path},
-                                   {"done_bytes", p.done_bytes},
-                                   {"total_bytes", p.total_bytes},
-                                   {"bytes_per_second", p.bytes_per_second},
-                                   {"cached", p.from_cache}};
+    // Built only for an event actually logged: this runs for every chunk fetched.
+    auto fields = [&] {
+      return nlohmann::json{{"path", p.path},
+                            {"done_bytes", p.done_bytes},
+                            {"total_bytes", p.total_bytes},
+                            {"bytes_per_second", p.bytes_per_second},
+                            {"cached", p.from_cache}};
+    };
     if (p.from_cache && json) {
-      logs::info("fetch", fmt::format("{}  {}  cached", p.path, human_bytes(static_cast<double>(p.total_bytes))), fields);
+      logs::info("fetch", fmt::format("{}  {}  cached", p.path, human_bytes(static_cast<double>(p.total_bytes))), fields());
       return;
     }
     if (p.from_cache) {
@@ -66,7 +69,7 @@ ProgressFn stderr_progress(std::FILE* out) {
       if (p.finished) decile = 10;
       if (decile == st->last_decile) return;
       st->last_decile = decile;
-      if (json) return logs::info("fetch", line, fields);
+      if (json) return logs::info("fetch", line, fields());
       fmt::print(out, "{}\n", line);
     }
     std::fflush(out);
